@@ -1,0 +1,6 @@
+"""The hub (installed as `zoo.hub`): named tokenizers, weight sources, converters, export.
+
+Each family's registrations live in a module of their own, imported here."""
+from zoo.hub.registry import ModelEntry, WeightSource, create, list_models, load, model_entry, register
+
+__all__ = ["ModelEntry", "WeightSource", "create", "list_models", "load", "model_entry", "register"]

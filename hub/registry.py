@@ -1,0 +1,152 @@
+"""Registry of named tokenizers (timm's pattern: a name is a config plus a builder) and `load`.
+
+Weight sources, in order: a local folder or file, the Hugging Face cache (HF_HUB_OFFLINE is
+respected), a download through huggingface_hub. Files with a recorded sha256 are checked.
+Official checkpoints are read in their own key layout and converted by the entry's converter.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
+from zoo.hub.sources import fetch_file, fetch_pretrained_folder
+from zoo.io import read_checkpoint
+from zoo.tokenizer import CONFIG_NAME, Tokenizer, TokenizerConfig, load_state_dict_checked
+
+StateDict = dict[str, torch.Tensor]
+# official state dict + our config -> state dict in our key layout
+Converter = Callable[[StateDict, TokenizerConfig], StateDict]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a named model's official or released weights live."""
+
+    repo_id: str               # Hugging Face repo id
+    filename: str              # file inside the repo
+    sha256: str | None = None  # checked after download / cache hit when recorded
+    revision: str | None = None
+    official_layout: bool = True  # True: the upstream key layout, read through the entry's converter
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    model_class: type[Tokenizer]
+    config: TokenizerConfig
+    description: str
+    license: str                              # licence of the weights (and code) at the source
+    source: WeightSource | None = None        # None: no released weights (random init only)
+    converter: Converter | None = None        # needed when source.official_layout
+    embedded: Path | None = None              # a save_pretrained folder shipped inside the package
+    paper: str = ""
+
+    def build(self, **overrides) -> Tokenizer:
+        config = self.config.replace(**overrides) if overrides else self.config
+        model = self.model_class(config)
+        model.name = self.name
+        return model
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, model_class: type[Tokenizer], config: TokenizerConfig, *, description: str,
+             license: str, source: WeightSource | None = None, converter: Converter | None = None,
+             embedded: str | Path | None = None, paper: str = "") -> ModelEntry:
+    """Register `name`. Names are lower-case words joined by '-' (e.g. 'titok-l-32')."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name):
+        raise ValueError(f"model name {name!r} must be lower-case letters, digits, '-' and '.'")
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is registered twice")
+    if not isinstance(config, model_class.config_class):
+        raise TypeError(f"{name}: config is a {type(config).__name__}, {model_class.__name__} needs {model_class.config_class.__name__}")
+    if source is not None and source.official_layout and converter is None:
+        raise TypeError(f"{name}: an official-layout weight source needs a converter")
+    entry = ModelEntry(name, model_class, config, description, license, source, converter,
+                       Path(embedded) if embedded else None, paper)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style wildcard pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else " `zoo list` shows the registered names."
+        raise TokenizerError(f"no model named {name!r} is registered.{hint}")
+    return _REGISTRY[name]
+
+
+def create(name: str, **overrides) -> Tokenizer:
+    """The registered architecture with random weights (config fields can be overridden)."""
+    return model_entry(name).build(**overrides).eval()
+
+
+def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Tokenizer:
+    """A tokenizer with weights, in eval mode.
+
+    name_or_path: a registered name, a folder written by save_pretrained / `zoo export`,
+    or a Hugging Face repo id holding such a folder.
+    checkpoint: with a registered name, a weights file or folder to use instead of the
+    registered source, in our layout or the model's official layout (converted).
+    """
+    name_or_path = str(name_or_path)
+    if name_or_path in _REGISTRY:
+        entry = _REGISTRY[name_or_path]
+        if checkpoint is not None:
+            return _load_checkpoint(entry, Path(checkpoint))
+        if entry.embedded is not None:
+            model = Tokenizer.from_pretrained(entry.embedded)
+            model.name = entry.name
+            return model
+        if entry.source is None:
+            raise WeightsUnavailableError(
+                f"{entry.name} has no released weights; use zoo.create({entry.name!r}) for random "
+                f"weights, or zoo.load({entry.name!r}, checkpoint=PATH) with a trained checkpoint."
+            )
+        path = fetch_file(entry.source.repo_id, entry.source.filename, revision=entry.source.revision,
+                          sha256=entry.source.sha256, model_name=entry.name)
+        return _load_checkpoint(entry, path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return Tokenizer.from_pretrained(path)
+    if path.is_file():
+        raise TokenizerError(
+            f"{path} is a weights file; pass the model it belongs to as well: zoo.load(NAME, checkpoint={str(path)!r})."
+        )
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name_or_path):
+        return Tokenizer.from_pretrained(fetch_pretrained_folder(name_or_path))
+    model_entry(name_or_path)  # raises with close matches
+    raise AssertionError("unreachable")
+
+
+def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
+    if path.is_dir() and (path / CONFIG_NAME).is_file() and '"architecture"' in (path / CONFIG_NAME).read_text():
+        model = Tokenizer.from_pretrained(path)  # one of our own folders
+        model.name = entry.name
+        return model
+    state = read_checkpoint(path)
+    model = entry.build()
+    ours = set(model.state_dict())
+    if entry.converter is not None and not set(state) <= ours:
+        try:
+            state = entry.converter(state, entry.config)
+        except KeyError as e:
+            raise CheckpointError(
+                f"{path} is neither in the zoo's layout nor in the official layout of {entry.name} "
+                f"(no key {e}); is it the checkpoint of another model?"
+            ) from None
+    load_state_dict_checked(model, state, source=f"{path} (for {entry.name})")
+    return model.eval()

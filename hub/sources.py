@@ -1,0 +1,84 @@
+"""Getting weight files: the Hugging Face cache first, then a download, always hash-checked."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from zoo.errors import CheckpointError, WeightsUnavailableError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hf_offline() -> bool:
+    """HF_HUB_OFFLINE, read when asked (huggingface_hub reads it once at import)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache folder: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"{path} has sha256 {actual} but {expected} was recorded for it; the file is corrupt or changed "
+            "upstream: delete it and download again."
+        )
+
+
+def fetch_file(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None,
+               model_name: str | None = None) -> Path:
+    """Path of `filename` from Hugging Face repo `repo_id`: the cache, else a download."""
+    from huggingface_hub import hf_hub_download
+
+    cache = hf_cache_dir()
+    who = f"the weights of {model_name}" if model_name else f"{filename} of {repo_id}"
+    try:
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, local_files_only=True)
+    except Exception:
+        if hf_offline():
+            raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, "HF_HUB_OFFLINE is set")) from None
+        try:
+            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+            raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, reason)) from None
+    path = Path(path)
+    if sha256:
+        check_sha256(path, sha256)
+    return path
+
+
+def fetch_pretrained_folder(repo_id: str, revision: str | None = None) -> Path:
+    """A zoo hub folder (config.json + model.safetensors) from the cache or a download."""
+    weights = fetch_file(repo_id, "model.safetensors", revision=revision)
+    fetch_file(repo_id, "config.json", revision=revision)
+    return weights.parent
+
+
+def _unavailable(who: str, repo_id: str, filename: str, cache: Path, model_name: str | None, reason: str) -> str:
+    load_hint = (f" or pass the file directly: zoo.load({model_name!r}, checkpoint='/path/to/{filename}')"
+                 if model_name else "")
+    return (
+        f"cannot get {who}: file {filename!r} of Hugging Face repo {repo_id!r} is not in the cache {cache} "
+        f"and could not be downloaded ({reason}); on a machine with network run "
+        f"`hf download {repo_id} {filename}` and copy the cache folder here (or set HF_HUB_CACHE to it),"
+        f"{load_hint}."
+    )

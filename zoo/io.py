@@ -1,0 +1,162 @@
+"""Reading and writing images, audio, weights and token files, with errors a person can act on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from zoo.errors import CheckpointError, TokenizerError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise TokenizerError(f"{what} {path} does not exist.")
+    if not path.is_file():
+        raise TokenizerError(f"{what} {path} is not a file.")
+    return path
+
+
+# ---- images --------------------------------------------------------------------------------
+
+def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """Read an image file as float (3, H, W) in [0, 1]. With `size`, resize the shorter side to
+    `size` (bicubic, antialiased) and center-crop to size x size."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+    path = _existing_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")  # drops alpha, expands grayscale and palettes
+            x = pil_to_tensor(im).float() / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise TokenizerError(f"{path} is not a readable image ({e}).") from None
+    if size is not None:
+        x = resize(x, size, interpolation=_bicubic(), antialias=True).clamp_(0, 1)
+        x = center_crop(x, [size, size])
+    return x
+
+
+def _bicubic():
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode.BICUBIC
+
+
+def write_image(path: str | Path, image: torch.Tensor) -> Path:
+    """Write float (3, H, W) in [0, 1] as an 8-bit image (format from the suffix)."""
+    from PIL import Image
+
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise TokenizerError(f"write_image takes one image (3, H, W), got {tuple(image.shape)}.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(array).save(path)
+    return path
+
+
+# ---- audio ---------------------------------------------------------------------------------
+
+def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bool = False) -> tuple[torch.Tensor, int]:
+    """Read an audio file as float (1, T) in [-1, 1]. Returns (wav, sample_rate). With
+    `sample_rate`, resample to it. Multi-channel files are refused unless `mix_to_mono`."""
+    import soundfile as sf
+
+    path = _existing_file(path, "audio file")
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise TokenizerError(f"{path} is not a readable audio file ({e}).") from None
+    wav = torch.from_numpy(data.T.copy())  # (C, T)
+    if wav.shape[1] == 0:
+        raise TokenizerError(f"{path} holds no audio samples.")
+    if wav.shape[0] > 1:
+        if not mix_to_mono:
+            raise TokenizerError(
+                f"{path} has {wav.shape[0]} channels and the codecs take mono; mix it down "
+                "(read_audio(..., mix_to_mono=True), or --mix-to-mono on the command line)."
+            )
+        wav = wav.mean(0, keepdim=True)
+    if sample_rate is not None and sample_rate != file_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, file_rate, sample_rate)
+        file_rate = sample_rate
+    return wav, file_rate
+
+
+def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
+    """Write mono float audio ((T,), (1, T) or (1, 1, T)) as 16-bit PCM (format from the suffix)."""
+    import soundfile as sf
+
+    wav = wav.detach().float().cpu().reshape(-1) if wav.numel() == wav.shape[-1] else None
+    if wav is None:
+        raise TokenizerError("write_audio takes one mono clip: (T,), (1, T) or (1, 1, T).")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wav.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+    return path
+
+
+# ---- weights -------------------------------------------------------------------------------
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a .safetensors file, or one clear error if it cannot be read."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types, and OSError for short files
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or not safetensors: {e}); download or export it again."
+        ) from None
+    return tensors, metadata
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from a weights file or folder: .safetensors, or a PyTorch file
+    (.bin / .pt / .pth / .ckpt) loaded with weights_only=True. Lightning checkpoints and files
+    that nest the weights under 'state_dict' or 'model' are unwrapped."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin", "model.bin", "model.pt"):
+            if (path / name).is_file():
+                return read_checkpoint(path / name)
+        candidates = sorted(p.name for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"})
+        if len(candidates) == 1:
+            return read_checkpoint(path / candidates[0])
+        raise CheckpointError(
+            f"{path} holds no model.safetensors or pytorch_model.bin"
+            + (f" and several weight files {candidates}; pass the file itself." if candidates else "; pass a weights file or folder.")
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)[0]
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} could not be read as PyTorch weights with weights_only=True ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); the zoo loads tensors only, never arbitrary pickles."
+        ) from None
+    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        nested = [k for k in ("state_dict", "model", "generator") if isinstance(state.get(k), dict)]
+        if not nested:
+            break
+        state = state[nested[0]]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a flat dictionary of tensors (a state dict).")
+    return state
