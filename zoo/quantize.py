@@ -55,7 +55,7 @@ def _straight_through(z: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
 def _encode_with(vq: VectorQuantize, z: torch.Tensor, cosine: bool) -> torch.Tensor:
     """Codes that `vq` (one head, no image fmap) would give for z: (B, N, D) -> (B, N)."""
     codebook = vq._codebook
-    if getattr(codebook, "kmeans_init", False) and not bool(codebook.initted):
+    if not bool(codebook.initted):  # False only while a k-means init is pending
         raise TokenizerError(
             "this quantizer's codebook is not initialised yet (k-means init runs on the first training "
             "step); train it or load trained weights before encoding."

@@ -1,0 +1,133 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny_models import TinyAudioConfig, TinyAudioTokenizer, TinyImageConfig, TinyImageTokenizer
+
+import zoo
+from zoo import CheckpointError, TokenizerError, Tokens
+from zoo.tokenizer import ARCHITECTURES
+
+
+def test_config_round_trips_through_json():
+    config = TinyImageConfig(width=12, channel_mults=[1, 3])
+    assert config.channel_mults == (1, 3)  # sequences are stored as tuples
+    again = TinyImageConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(CheckpointError, match=r"keys \['depth'\]"):
+        TinyImageConfig.from_dict({**config.to_dict(), "depth": 3})
+    with pytest.raises(TokenizerError, match="no fields"):
+        config.replace(depth=3)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (TinyImageTokenizer(TinyImageConfig()).eval(), torch.rand(2, 3, 32, 32)),
+    lambda: (TinyAudioTokenizer(TinyAudioConfig()).eval(), torch.randn(2, 1, 1600) * 0.1),
+])
+def test_save_pretrained_round_trip_is_bit_identical(tmp_path, make):
+    model, x = make()
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architecture"] == model.architecture
+    again = zoo.load(tmp_path / "m")
+    assert type(again) is type(model) and again.config == model.config and not again.training
+    tokens = model.encode(x)
+    assert torch.equal(again.encode(x).codes, tokens.codes)
+    assert torch.equal(again.decode(tokens), model.decode(tokens))
+
+
+def test_model_card_names_the_token_budget(tmp_path):
+    model = TinyImageTokenizer(TinyImageConfig())
+    card = (model.save_pretrained(tmp_path, metrics={"psnr": 21.5}) / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: tokenizer-zoo")
+    assert "| tokens_per_image | 16 |" in card and "| bits_per_image | 96 |" in card
+    assert "| psnr | 21.5 |" in card
+
+
+def test_metadata():
+    image = TinyImageTokenizer(TinyImageConfig())
+    assert image.info()["tokens_per_image"] == 16 and image.info()["bits_per_image"] == 16 * 6
+    audio = TinyAudioTokenizer(TinyAudioConfig())
+    info = audio.info()
+    assert info["frames_per_second"] == 100 and info["tokens_per_second"] == 300
+    assert info["bits_per_second"] == 100 * 3 * 5
+
+
+def test_truncated_weights_file_is_a_clear_error(tmp_path):
+    TinyImageTokenizer(TinyImageConfig()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        zoo.load(tmp_path)
+
+
+def test_foreign_weights_file_lists_what_does_not_fit(tmp_path):
+    TinyImageTokenizer(TinyImageConfig()).save_pretrained(tmp_path)
+    save_file({"encoder.weight": torch.zeros(2, 2), "other.bias": torch.zeros(3)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError) as info:
+        zoo.load(tmp_path)
+    message = str(info.value)
+    assert "missing keys: " in message and "decoder.weight" in message
+    assert "unexpected keys: other.bias" in message
+    assert "shape mismatches: encoder.weight: file (2, 2)" in message
+
+
+def test_folder_for_unknown_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "nope"}))
+    with pytest.raises(CheckpointError, match="architecture 'nope'"):
+        zoo.load(tmp_path)
+    assert "test-tiny-image" in ARCHITECTURES
+
+
+@pytest.mark.parametrize("x, message", [
+    ("not a tensor", "must be a torch.Tensor"),
+    (torch.rand(3, 32, 32), r"use x\[None\]"),
+    (torch.rand(2, 1, 32, 32), r"\(B, 3, H, W\)"),
+    (torch.rand(0, 3, 32, 32), "empty"),
+    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "must be float"),
+    (torch.full((1, 3, 32, 32), float("nan")), "NaN"),
+    (torch.rand(1, 3, 32, 32) * 2 - 1, r"\[0, 1\]"),
+    (torch.rand(1, 3, 64, 64), "takes 32x32 images"),
+])
+def test_bad_images_get_clear_errors(x, message):
+    with pytest.raises(TokenizerError, match=message):
+        TinyImageTokenizer(TinyImageConfig()).encode(x)
+
+
+@pytest.mark.parametrize("wav, message", [
+    (torch.randn(1600), r"wav\[None, None\]"),
+    (torch.randn(2, 1600), r"wav\[:, None\]"),
+    (torch.randn(1, 2, 1600), "must be mono"),
+    (torch.randn(1, 1, 0), "empty"),
+    (torch.zeros(1, 1, 1600, dtype=torch.int16), "must be float"),
+])
+def test_bad_audio_gets_clear_errors(wav, message):
+    with pytest.raises(TokenizerError, match=message):
+        TinyAudioTokenizer(TinyAudioConfig()).encode(wav)
+
+
+def test_audio_at_another_rate_is_resampled_with_a_note():
+    codec = TinyAudioTokenizer(TinyAudioConfig()).eval()
+    with pytest.warns(UserWarning, match="resampling input from 8000 Hz"):
+        tokens = codec.encode(torch.randn(1, 1, 800) * 0.1, sample_rate=8000)
+    assert tokens.codes.shape == (1, 3, 10)  # 0.1 s at 100 frames per second
+
+
+def test_decode_checks_codes():
+    model = TinyImageTokenizer(TinyImageConfig()).eval()
+    with pytest.raises(TokenizerError, match=r"codes must lie in \[0, 64\)"):
+        model.decode(torch.full((1, 16), 64))
+    with pytest.raises(TokenizerError, match="integer"):
+        model.decode(torch.zeros(1, 16))
+
+
+def test_tokens_save_and_load(tmp_path):
+    tokens = Tokens(torch.randint(0, 9, (2, 5)), lengths=torch.tensor([5, 3]), meta={"model": "x"})
+    tokens.save(tmp_path / "t.safetensors")
+    again = Tokens.load(tmp_path / "t.safetensors")
+    assert torch.equal(again.codes, tokens.codes) and torch.equal(again.lengths, tokens.lengths)
+    assert again.meta == {"model": "x"} and again.latents is None
+    with pytest.raises(TokenizerError, match=r"lengths must have shape \(B,\)"):
+        Tokens(torch.zeros(2, 5, dtype=torch.long), lengths=torch.tensor([1, 2, 3]))

@@ -1,0 +1,199 @@
+"""The `zoo` command: list, info, encode, decode, reconstruct, demo, fit."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from zoo.errors import TokenizerError
+
+FIT_COMMANDS = ("fit", "validate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in FIT_COMMANDS:
+        from zoo.training.cli import main as lightning_main  # Lightning is imported only here
+
+        lightning_main(argv)
+        return 0
+    args = _parser().parse_args(argv)
+    if not hasattr(args, "run"):
+        _parser().print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except TokenizerError as e:
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", description="Image and speech tokenizers behind one API.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    c = sub.add_parser("list", help="registered model names (wildcards allowed)")
+    c.add_argument("pattern", nargs="?", default="*")
+    c.set_defaults(run=_list)
+
+    c = sub.add_parser("info", help="what a registered model is, its token budget, source and licence")
+    c.add_argument("name")
+    c.set_defaults(run=_info)
+
+    for command, helptext, run in (("encode", "files -> tokens (.safetensors)", _encode),
+                                   ("reconstruct", "files -> encode -> decode -> PNG / WAV", _reconstruct)):
+        c = sub.add_parser(command, help=helptext)
+        _add_model_args(c)
+        c.add_argument("inputs", nargs="+", type=Path, help="image or audio files")
+        c.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
+        c.add_argument("--num-tokens", type=int, default=None, help="tokens per image (flexible-length models)")
+        c.add_argument("--n-q", type=int, default=None, help="leading quantizers to use (RVQ codecs)")
+        c.add_argument("--mix-to-mono", action="store_true", help="average the channels of multi-channel audio")
+        c.set_defaults(run=run)
+
+    c = sub.add_parser("decode", help="tokens (.safetensors) -> PNG / WAV")
+    _add_model_args(c, required=False)
+    c.add_argument("inputs", nargs="+", type=Path, help="token files written by `zoo encode`")
+    c.add_argument("--out", type=Path, default=Path("out"))
+    c.set_defaults(run=_decode)
+
+    c = sub.add_parser("demo", help="encode and decode a bundled photo and spoken sentence")
+    c.add_argument("--out", type=Path, default=Path("out/demo"))
+    c.set_defaults(run=_demo)
+
+    sub.add_parser("fit", help="train with a recipe: zoo fit --config recipes/... (LightningCLI)", add_help=False)
+    return p
+
+
+def _add_model_args(c, required: bool = True) -> None:
+    c.add_argument("--model", required=required, help="registered name, save_pretrained folder, or hub repo id")
+    c.add_argument("--checkpoint", type=Path, default=None, help="weights file/folder (ours or the official layout)")
+
+
+def _load_model(args, fallback_name: str | None = None):
+    import zoo
+
+    name = args.model or fallback_name
+    if not name:
+        raise TokenizerError("say which model made these tokens with --model NAME (the token file does not name one).")
+    return zoo.load(name, checkpoint=args.checkpoint)
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def _list(args) -> int:
+    import zoo
+
+    names = zoo.list_models(args.pattern)
+    if not names:
+        print(f"no registered model matches {args.pattern!r}")
+        return 1
+    rows = [("name", "modality", "weights", "licence")]
+    for n in names:
+        e = zoo.model_entry(n)
+        weights = "embedded" if e.embedded else (e.source.repo_id if e.source else "none (random init)")
+        rows.append((n, e.model_class.modality, weights, e.license))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _info(args) -> int:
+    import zoo
+
+    e = zoo.model_entry(args.name)
+    model = e.build()
+    out = {
+        "name": e.name, "description": e.description, "paper": e.paper, "licence": e.license,
+        "weights": ("embedded in the package" if e.embedded else
+                    {"repo_id": e.source.repo_id, "file": e.source.filename, "sha256": e.source.sha256,
+                     "official_layout": e.source.official_layout} if e.source else "none (random init only)"),
+        **model.info(), "config": model.config.to_dict(),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _read_input(path: Path, model, mix_to_mono: bool):
+    from zoo.io import read_audio, read_image
+
+    if model.modality == "image":
+        return read_image(path, size=model.image_size)[None]
+    wav, _ = read_audio(path, sample_rate=model.sample_rate, mix_to_mono=mix_to_mono)
+    return wav[None]
+
+
+def _encode_opts(args, model) -> dict:
+    opts = {}
+    if args.num_tokens is not None:
+        opts["num_tokens"] = args.num_tokens
+    if args.n_q is not None:
+        opts["n_q"] = args.n_q
+    return opts
+
+
+def _encode(args) -> int:
+    model = _load_model(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        tokens = model.encode(_read_input(path, model, args.mix_to_mono), **_encode_opts(args, model))
+        tokens.meta.update(model=args.model, source_file=path.name, modality=model.modality)
+        target = args.out / f"{path.stem}.tokens.safetensors"
+        tokens.save(target)
+        print(f"{path} -> {target}  codes {tuple(tokens.codes.shape)}")
+    return 0
+
+
+def _decode(args) -> int:
+    from zoo.tokens import Tokens
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = None
+    for path in args.inputs:
+        tokens = Tokens.load(path)
+        model = model or _load_model(args, fallback_name=tokens.meta.get("model"))
+        target = _write_output(args.out / path.name.replace(".tokens.safetensors", ""), model, model.decode(tokens))
+        print(f"{path} -> {target}")
+    return 0
+
+
+def _write_output(stem: Path, model, x) -> Path:
+    from zoo.io import write_audio, write_image
+
+    if model.modality == "image":
+        return write_image(stem.parent / f"{stem.name}.png", x[0])
+    return write_audio(stem.parent / f"{stem.name}.wav", x[0], model.sample_rate)
+
+
+def _reconstruct(args) -> int:
+    model = _load_model(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        x = _read_input(path, model, args.mix_to_mono)
+        tokens = model.encode(x, **_encode_opts(args, model))
+        x_hat = model.decode(tokens)
+        target = _write_output(args.out / f"{path.stem}.recon", model, x_hat)
+        print(f"{path} -> {target}  codes {tuple(tokens.codes.shape)}  {_quality(model, x, x_hat)}")
+    return 0
+
+
+def _quality(model, x, x_hat) -> str:
+    from zoo.eval.simple import psnr, snr_db
+
+    n = min(x.shape[-1], x_hat.shape[-1])
+    if model.modality == "image":
+        return f"PSNR {psnr(x, x_hat):.2f} dB"
+    return f"SNR {snr_db(x[..., :n], x_hat[..., :n]):.2f} dB"
+
+
+def _demo(args) -> int:
+    from zoo.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
