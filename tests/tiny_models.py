@@ -101,3 +101,28 @@ def official_to_ours(state, config):
     """A toy 'official layout' for converter tests: our keys behind a 'net.' prefix."""
     state["net.encoder.weight"]  # an official checkpoint always has it: KeyError otherwise
     return {k.removeprefix("net."): v for k, v in state.items()}
+
+
+class _Reference:
+    """A stand-in 'other implementation' for `zoo bench --vs`: the same model called directly."""
+
+    def __init__(self, name, device):
+        import zoo
+
+        torch.manual_seed(0)
+        self.model = zoo.create(name).to(device)
+
+    def encode(self, x):
+        return self.model.encode(x)
+
+    def decode(self, tokens):
+        return self.model.decode(tokens)
+
+
+def reference_factory(name, device):
+    return _Reference(name, device)
+
+
+def fake_asr(wav, sample_rate):
+    """An 'ASR' that hears the same words whatever it is given."""
+    return "the quick brown fox"

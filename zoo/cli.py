@@ -1,4 +1,4 @@
-"""The `zoo` command: list, info, encode, decode, reconstruct, demo, fit."""
+"""The `zoo` command: list, info, encode, decode, reconstruct, eval, bench, demo, fit."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,10 @@ FIT_COMMANDS = ("fit", "validate")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "kernels"]:
+        from zoo.kernels.bench import main as kernels_bench
+
+        return kernels_bench(argv[2:]) or 0
     if argv and argv[0] in FIT_COMMANDS:
         from zoo.training.cli import main as lightning_main  # Lightning is imported only here
 
@@ -35,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("list", help="registered model names (wildcards allowed)")
     c.add_argument("pattern", nargs="?", default="*")
+    c.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     c.set_defaults(run=_list)
 
     c = sub.add_parser("info", help="what a registered model is, its token budget, source and licence")
@@ -58,12 +63,48 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, default=Path("out"))
     c.set_defaults(run=_decode)
 
+    c = sub.add_parser("eval", help="reconstruction quality and bitrate over a folder of files")
+    _add_model_args(c)
+    c.add_argument("--data", type=Path, required=True, help="folder of images, or of audio clips (+ <clip>.txt transcripts)")
+    c.add_argument("--num-tokens", type=_int_list, default=None, help="token counts to sweep, e.g. 8,16,32")
+    c.add_argument("--n-q", type=_int_list, default=None, help="quantizer counts to sweep, e.g. 1,2,8")
+    c.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    c.add_argument("--plot", type=Path, default=None, help="write a PNG of the sweep here")
+    c.add_argument("--asr", default=None, help="speech: an ASR as package.module:function(wav, sample_rate) -> text")
+    c.add_argument("--no-speaker", action="store_true", help="speech: skip speaker similarity (resemblyzer)")
+    c.add_argument("--lpips-vgg", type=Path, default=None, help="images: torchvision VGG16 weights file")
+    c.add_argument("--lpips-linear", type=Path, default=None, help="images: LPIPS linear-layer weights file")
+    c.add_argument("--inception", type=Path, default=None, help="images: Inception-v3 weights file for rFID")
+    c.set_defaults(run=_eval)
+
+    c = sub.add_parser("bench", help="encode/decode speed and peak memory ('zoo bench kernels': fused kernels)")
+    c.add_argument("--model", required=True, help="registered name (`zoo bench kernels` benches the fused kernels instead)")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--dtypes", type=lambda s: s.split(","), default=["fp32"], help="fp32,bf16")
+    c.add_argument("--batch-sizes", type=_int_list, default=[1, 4])
+    c.add_argument("--compile", action="store_true", help="torch.compile the encode and decode passes")
+    c.add_argument("--repeats", type=int, default=3)
+    c.add_argument("--seconds", type=float, default=4.0, help="audio length per clip")
+    c.add_argument("--weights", action="store_true", help="load the model's weights (default: random, same speed)")
+    c.add_argument("--vs", default=None, help="another implementation: package.module:factory(name, device)")
+    c.add_argument("--json", type=Path, default=None)
+    c.set_defaults(run=_bench)
+
     c = sub.add_parser("demo", help="encode and decode a bundled photo and spoken sentence")
     c.add_argument("--out", type=Path, default=Path("out/demo"))
     c.set_defaults(run=_demo)
 
     sub.add_parser("fit", help="train with a recipe: zoo fit --config recipes/... (LightningCLI)", add_help=False)
     return p
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 def _add_model_args(c, required: bool = True) -> None:
@@ -89,15 +130,23 @@ def _list(args) -> int:
     if not names:
         print(f"no registered model matches {args.pattern!r}")
         return 1
+    print("\n".join(model_table(names, markdown=args.markdown)))
+    return 0
+
+
+def model_table(names: list[str], markdown: bool = False) -> list[str]:
+    import zoo
+
     rows = [("name", "modality", "weights", "licence")]
     for n in names:
         e = zoo.model_entry(n)
         weights = "embedded" if e.embedded else (e.source.repo_id if e.source else "none (random init)")
         rows.append((n, e.model_class.modality, weights, e.license))
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        return [lines[0], "|---|---|---|---|", *lines[1:]]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    return 0
+    return ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def _info(args) -> int:
@@ -180,12 +229,57 @@ def _reconstruct(args) -> int:
 
 
 def _quality(model, x, x_hat) -> str:
-    from zoo.eval.simple import psnr, snr_db
-
-    n = min(x.shape[-1], x_hat.shape[-1])
     if model.modality == "image":
-        return f"PSNR {psnr(x, x_hat):.2f} dB"
-    return f"SNR {snr_db(x[..., :n], x_hat[..., :n]):.2f} dB"
+        from zoo.eval.image_metrics import psnr
+
+        return f"PSNR {float(psnr(x, x_hat.clamp(0, 1)).mean()):.2f} dB"
+    from zoo.eval.audio_metrics import snr_db
+
+    return f"SNR {snr_db(x, x_hat):.2f} dB"
+
+
+def _eval(args) -> int:
+    from zoo.eval import runner
+
+    model = _load_model(args)
+    if model.modality == "image":
+        lpips = None
+        if args.lpips_vgg or args.lpips_linear:
+            from zoo.eval.image_metrics import LPIPS
+
+            lpips = LPIPS(args.lpips_vgg, args.lpips_linear)
+        report = runner.evaluate_images(model, args.data, args.num_tokens, args.batch_size, args.limit,
+                                        lpips=lpips, fid_weights=args.inception)
+    else:
+        from zoo.eval.audio_metrics import load_asr
+
+        report = runner.evaluate_speech(model, args.data, args.n_q, args.limit,
+                                        asr=load_asr(args.asr) if args.asr else None,
+                                        speaker_similarity=not args.no_speaker)
+    report.model = args.model
+    print(report.table())
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.to_json())
+        print(f"report -> {args.json}")
+    if args.plot:
+        if len(report.rows) < 2:
+            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values.")
+        print(f"plot -> {runner.plot_sweep(report, args.plot)}")
+    return 0
+
+
+def _bench(args) -> int:
+    from zoo.eval.bench import bench, device_name, format_results, results_as_dicts
+
+    results = bench(args.model, args.device, args.dtypes, args.batch_sizes, args.compile, args.repeats,
+                    args.seconds, args.weights, args.vs)
+    print(f"{args.model} on {device_name(args.device)}")
+    print(format_results(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results_as_dicts(results), indent=2) + "\n")
+    return 0
 
 
 def _demo(args) -> int:

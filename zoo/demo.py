@@ -31,7 +31,8 @@ def _get_model(name: str):
 
 
 def run_demo(out: Path) -> dict:
-    from zoo.eval.simple import psnr, snr_db
+    from zoo.eval.audio_metrics import snr_db
+    from zoo.eval.image_metrics import psnr
     from zoo.io import read_audio, read_image, write_audio, write_image
 
     out = Path(out)
@@ -46,7 +47,7 @@ def run_demo(out: Path) -> dict:
     recon = image_model.decode(tokens)
     seconds = time.perf_counter() - start
     write_image(out / "astronaut.recon.png", recon[0])
-    report["image"] = {"model": DEFAULT_IMAGE_MODEL, "codes": tuple(tokens.codes.shape), "psnr_db": psnr(image, recon)}
+    report["image"] = {"model": DEFAULT_IMAGE_MODEL, "codes": tuple(tokens.codes.shape), "psnr_db": float(psnr(image, recon.clamp(0, 1)).mean())}
     print(f"image  {samples / 'astronaut.jpg'} ({image.shape[-1]}x{image.shape[-2]})")
     print(f"       model {DEFAULT_IMAGE_MODEL}: {image_weights}")
     print(f"       {tokens.codes.shape[-1]} tokens, codes {tuple(tokens.codes.shape)}, "

@@ -1,0 +1,129 @@
+"""Speech reconstruction metrics, computed the way the codec papers report them.
+
+Signal level (always available): SNR, SI-SDR, log-mel distance. Perceptual and intelligibility
+measures through their reference implementations: STOI (pystoi), wide-band PESQ (pesq, 16 kHz),
+speaker similarity (resemblyzer's d-vector encoder), WER / WIL (jiwer) of any ASR callable.
+Each takes one clip pair as float tensors (T,) or (1, T) at `sample_rate`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from zoo.errors import TokenizerError
+
+# an ASR: (mono float32 numpy waveform, sample rate) -> transcript
+ASR = Callable[..., str]
+
+
+def _pair(reference: torch.Tensor, estimate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    reference, estimate = reference.detach().double().reshape(-1), estimate.detach().double().reshape(-1)
+    if reference.numel() == 0:
+        raise TokenizerError("the reference clip is empty.")
+    n = min(reference.numel(), estimate.numel())  # codecs may pad the last frame
+    if n < reference.numel() - 2048:
+        raise TokenizerError(f"the estimate has {estimate.numel()} samples, far fewer than the reference's {reference.numel()}.")
+    return reference[:n], estimate[:n]
+
+
+def _need(module: str, extra: str = "eval"):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TokenizerError(f"this metric needs the {module!r} package: pip install 'tokenizer-zoo[{extra}]'.") from None
+
+
+def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    """Signal-to-noise ratio in dB; inf when equal."""
+    reference, estimate = _pair(reference, estimate)
+    noise = (reference - estimate).pow(2).sum().item()
+    return math.inf if noise == 0 else 10 * math.log10(max(reference.pow(2).sum().item(), 1e-20) / noise)
+
+
+def si_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), zero-mean signals."""
+    reference, estimate = _pair(reference, estimate)
+    reference, estimate = reference - reference.mean(), estimate - estimate.mean()
+    target = (estimate @ reference) / (reference @ reference).clamp(min=1e-20) * reference
+    noise = (estimate - target).pow(2).sum().item()
+    return math.inf if noise == 0 else 10 * math.log10(max(target.pow(2).sum().item(), 1e-20) / noise)
+
+
+_MEL_CACHE: dict[int, torch.nn.Module] = {}
+
+
+def mel_distance(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:
+    """Mean absolute difference of log10 mel spectrograms (1024-point FFT, hop 256, 80 bands,
+    magnitudes floored at 1e-5), the usual codec "mel distance"; 0 when equal."""
+    import torchaudio
+
+    reference, estimate = _pair(reference, estimate)
+    if sample_rate not in _MEL_CACHE:
+        _MEL_CACHE[sample_rate] = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=1024, hop_length=256, n_mels=80, power=1.0).double()
+    mel = _MEL_CACHE[sample_rate]
+    return (mel(reference).clamp(min=1e-5).log10() - mel(estimate).clamp(min=1e-5).log10()).abs().mean().item()
+
+
+def stoi(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int, extended: bool = False) -> float:
+    """Short-time objective intelligibility in [0, 1] (pystoi; resamples to 10 kHz itself)."""
+    pystoi = _need("pystoi")
+    reference, estimate = _pair(reference, estimate)
+    return float(pystoi.stoi(reference.numpy(), estimate.numpy(), sample_rate, extended=extended))
+
+
+def pesq_wb(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:
+    """Wide-band PESQ (ITU-T P.862.2, MOS-LQO 1.04 to 4.64), computed at 16 kHz."""
+    pesq = _need("pesq")
+    reference, estimate = _pair(reference, estimate)
+    if sample_rate != 16000:
+        import torchaudio.functional as AF
+
+        reference, estimate = AF.resample(reference, sample_rate, 16000), AF.resample(estimate, sample_rate, 16000)
+    try:
+        return float(pesq.pesq(16000, reference.numpy(), estimate.numpy(), "wb"))
+    except pesq.PesqError:  # e.g. no speech detected in the reference: no score, not a crash
+        return math.nan
+
+
+class SpeakerSimilarity:
+    """Cosine similarity of resemblyzer d-vectors (the speaker encoder ships with the package)."""
+
+    def __init__(self, device: str = "cpu"):
+        resemblyzer = _need("resemblyzer")
+        self._preprocess = resemblyzer.preprocess_wav
+        self._encoder = resemblyzer.VoiceEncoder(device, verbose=False)
+
+    def embed(self, wav: torch.Tensor, sample_rate: int):
+        return self._encoder.embed_utterance(self._preprocess(wav.detach().double().reshape(-1).numpy(), source_sr=sample_rate))
+
+    def __call__(self, reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:
+        reference, estimate = _pair(reference, estimate)
+        a, b = self.embed(reference, sample_rate), self.embed(estimate, sample_rate)
+        return float(a @ b / max(float((a @ a) ** 0.5 * (b @ b) ** 0.5), 1e-12))
+
+
+def word_errors(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    """Corpus WER and WIL (jiwer) after lower-casing and stripping punctuation."""
+    jiwer = _need("jiwer")
+    clean = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+    out = jiwer.process_words(references, hypotheses, reference_transform=clean, hypothesis_transform=clean)
+    return {"wer": float(out.wer), "wil": float(out.wil)}
+
+
+def load_asr(spec: str) -> ASR:
+    """An ASR callable from 'package.module:function' (called as fn(wav_numpy, sample_rate))."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise TokenizerError(f"--asr takes 'package.module:function', got {spec!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise TokenizerError(f"cannot import the ASR {spec!r} ({e}).") from None
