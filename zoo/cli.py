@@ -92,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, default=None)
     c.set_defaults(run=_bench)
 
+    c = sub.add_parser("data", help="build the small offline training/eval sets (images or speech)")
+    c.add_argument("kind", choices=["images", "speech"])
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--size", type=int, default=256, help="images: side of the square crops")
+    c.add_argument("--crops", type=int, default=8, help="images: crops per source photo")
+    c.add_argument("--train", type=int, default=64, help="speech: training utterances")
+    c.add_argument("--val", type=int, default=16, help="speech: held-out utterances (other voices and sentences)")
+    c.set_defaults(run=_data)
+
     c = sub.add_parser("demo", help="encode and decode a bundled photo and spoken sentence")
     c.add_argument("--out", type=Path, default=Path("out/demo"))
     c.set_defaults(run=_demo)
@@ -279,6 +288,22 @@ def _bench(args) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results_as_dicts(results), indent=2) + "\n")
+    return 0
+
+
+def _data(args) -> int:
+    if args.kind == "images":
+        from zoo.training.image_set import build_image_set
+
+        manifest = build_image_set(args.out, size=args.size, crops_per_image=args.crops)
+        print(f"wrote {len(manifest['train'])} training and {len(manifest['val'])} held-out images to {args.out}")
+        return 0
+    from zoo.training.speech_synth import SENTENCES, VOICES, make_speech_set
+
+    # Held out: the last two voices and the last three sentences, never heard in training.
+    train = make_speech_set(args.out / "train", args.train, voices=VOICES[:-2], sentences=SENTENCES[:-3])
+    val = make_speech_set(args.out / "val", args.val, voices=VOICES[-2:], sentences=SENTENCES[-3:])
+    print(f"wrote {len(train)} training and {len(val)} held-out utterances (+ transcripts) to {args.out}")
     return 0
 
 
