@@ -101,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--val", type=int, default=16, help="speech: held-out utterances (other voices and sentences)")
     c.set_defaults(run=_data)
 
+    c = sub.add_parser("export", help="Lightning checkpoint -> hub folder (safetensors, config, card)")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--metrics", type=Path, default=None, help="a `zoo eval --json` report to put in the card")
+    c.add_argument("--no-ema", action="store_true", help="export the raw weights even when a weight average exists")
+    c.set_defaults(run=_export)
+
     c = sub.add_parser("demo", help="encode and decode a bundled photo and spoken sentence")
     c.add_argument("--out", type=Path, default=Path("out/demo"))
     c.set_defaults(run=_demo)
@@ -304,6 +311,19 @@ def _data(args) -> int:
     train = make_speech_set(args.out / "train", args.train, voices=VOICES[:-2], sentences=SENTENCES[:-3])
     val = make_speech_set(args.out / "val", args.val, voices=VOICES[-2:], sentences=SENTENCES[-3:])
     print(f"wrote {len(train)} training and {len(val)} held-out utterances (+ transcripts) to {args.out}")
+    return 0
+
+
+def _export(args) -> int:
+    from zoo.hub.export import export_checkpoint
+
+    metrics = None
+    if args.metrics:
+        report = json.loads(args.metrics.read_text())
+        metrics = {f"{k} ({', '.join(f'{sk}={sv}' for sk, sv in row['setting'].items())})": v
+                   for row in report["rows"] for k, v in row["metrics"].items()}
+    folder = export_checkpoint(args.checkpoint, args.out, metrics=metrics, use_ema=not args.no_ema)
+    print(f"{args.checkpoint} -> {folder} (config.json, model.safetensors, README.md)")
     return 0
 
 

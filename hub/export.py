@@ -1,0 +1,61 @@
+"""Lightning checkpoint -> hub folder (config.json + model.safetensors + README.md card).
+
+The training modules build their tokenizer from a registered name plus overrides and keep it
+under `tokenizer.` / `codec.` (and its weight average under `ema.model.`); the checkpoint's
+hyper-parameters record the name and overrides, so the tokenizer is rebuilt from them without
+Lightning or the training module. The weight average is exported when present.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from zoo.card import make_model_card
+from zoo.errors import CheckpointError
+from zoo.tokenizer import Tokenizer, load_state_dict_checked
+
+# (name key, overrides key, state-dict prefix) of each training regime
+REGIMES = (("tokenizer", "tokenizer_overrides", "tokenizer."), ("codec", "codec_overrides", "codec."))
+EMA_PREFIX = "ema.model."
+
+
+def tokenizer_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[Tokenizer, dict]:
+    """The tokenizer a Lightning checkpoint trained, and facts about the run for the card."""
+    import zoo
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} could not be read with weights_only=True ({type(e).__name__}); export reads Lightning "
+            "checkpoints whose hyper-parameters are plain values."
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint of a zoo training module (no state_dict / hyper_parameters).")
+    hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    for name_key, overrides_key, prefix in REGIMES:
+        if name_key in hparams:
+            break
+    else:
+        raise CheckpointError(f"{path} names no tokenizer in its hyper-parameters (expected 'tokenizer' or 'codec').")
+    name, overrides = hparams[name_key], hparams[overrides_key] or {}
+    model = zoo.create(name, **overrides)
+    ema = {k.removeprefix(EMA_PREFIX): v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+    weights = ema if (use_ema and ema) else {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    load_state_dict_checked(model, weights, source=f"{path} ({'weight average' if weights is ema else prefix.rstrip('.')})")
+    run = {"base model": name, "overrides": overrides, "steps": ckpt.get("global_step"), "epochs": ckpt.get("epoch"),
+           "weights": "exponential moving average" if weights is ema else "raw (no weight average in the run)"}
+    return model.eval(), run
+
+
+def export_checkpoint(path: str | Path, out: str | Path, metrics: dict | None = None, use_ema: bool = True,
+                      description: str | None = None, license: str | None = None) -> Path:
+    """Write a hub folder for the tokenizer trained in checkpoint `path`; returns the folder."""
+    model, run = tokenizer_from_checkpoint(path, use_ema)
+    card = make_model_card(model, metrics=metrics, training=run, license=license,
+                           description=description or f"{model.name} trained with the zoo's recipes ({run['steps']} steps).")
+    return model.save_pretrained(out, model_card=card)

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+from test_registry import official_state  # noqa: F401  (registers the test models)
+
+import zoo
+from zoo import CheckpointError
+from zoo.cli import main
+from zoo.hub.export import export_checkpoint
+
+
+def lightning_like_checkpoint(path, with_ema=True):
+    """What a zoo training module's checkpoint holds: the tokenizer under `tokenizer.`, its weight
+    average under `ema.model.`, and the registered name + overrides in the hyper-parameters."""
+    raw = zoo.create("test-tiny-image-a", width=8)
+    average = zoo.create("test-tiny-image-a", width=8)
+    state = {f"tokenizer.{k}": v for k, v in raw.state_dict().items()}
+    if with_ema:
+        state |= {f"ema.model.{k}": v for k, v in average.state_dict().items()}
+    state["discriminator.weight"] = torch.zeros(3)
+    torch.save({"state_dict": state, "epoch": 1, "global_step": 42,
+                "hyper_parameters": {"tokenizer": "test-tiny-image-a", "tokenizer_overrides": {"width": 8}, "lr": 1e-4}},
+               path)
+    return raw, average
+
+
+def test_export_writes_a_folder_that_loads(tmp_path):
+    raw, average = lightning_like_checkpoint(tmp_path / "last.ckpt")
+    (tmp_path / "report.json").write_text(json.dumps({"rows": [{"setting": {"tokens": 16}, "metrics": {"psnr": 20.5}}]}))
+    assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "hub"),
+                 "--metrics", str(tmp_path / "report.json")]) == 0
+    exported = zoo.load(tmp_path / "hub")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(exported.encode(x).codes, average.encode(x).codes)  # the weight average by default
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "| steps | 42 |" in card and "| psnr (tokens=16) | 20.5 |" in card and "moving average" in card
+    assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "raw"), "--no-ema"]) == 0
+    assert torch.equal(zoo.load(tmp_path / "raw").decoder.weight, raw.decoder.weight)
+
+
+def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
+        export_checkpoint(tmp_path / "plain.pt", tmp_path / "out")
+    torch.save({"state_dict": {}, "hyper_parameters": {"teacher": object()}}, tmp_path / "pickled.ckpt")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        export_checkpoint(tmp_path / "pickled.ckpt", tmp_path / "out")
