@@ -125,3 +125,11 @@ def test_bench_in_process_with_a_peer():
         assert 0.05 < r.vs_encode_ratio < 20  # the same code on both sides
     table = format_results(results)
     assert "RTF" in table and "vs encode x" in table
+
+
+def test_known_image_noise_gives_the_analytic_psnr():
+    from zoo.eval.image_metrics import psnr, ssim
+
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 0.8
+    assert torch.allclose(psnr(x, x + 0.1), torch.full((2,), 20.0, dtype=torch.float64))  # MSE 0.01 -> 20 dB
+    assert torch.isinf(psnr(x, x)).all() and torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))

@@ -52,9 +52,11 @@ def _load(source: Path | str) -> torch.Tensor:
     return torch.from_numpy(array[..., :3].copy()).permute(2, 0, 1).float() / 255
 
 
-def build_image_set(out: str | Path, size: int = 256, crops_per_image: int = 8, seed: int = 0) -> dict:
+def build_image_set(out: str | Path, size: int = 256, crops_per_image: int = 8, seed: int = 0,
+                    progress: bool = True) -> dict:
     """Write `out/train/*.png` and `out/val/*.png` and `out/manifest.json`; returns the manifest."""
     from torchvision.transforms.functional import resize
+    from tqdm.auto import tqdm
 
     from zoo.io import write_image
 
@@ -67,7 +69,7 @@ def build_image_set(out: str | Path, size: int = 256, crops_per_image: int = 8, 
     out = Path(out)
     rng = random.Random(seed)
     manifest = {"size": size, "crops_per_image": crops_per_image, "seed": seed, "train": [], "val": []}
-    for name, source in sources.items():
+    for name, source in tqdm(sources.items(), desc="image set", disable=not progress):
         image = _load(source)
         split = "val" if name in HELD_OUT else "train"
         short = min(image.shape[-2:])
