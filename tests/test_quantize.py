@@ -130,3 +130,17 @@ def test_codebook_usage_and_perplexity():
     assert abs(uniform.perplexity - 8) < 1e-9
     one = codebook_usage(torch.zeros(100, dtype=torch.long), 16)
     assert one.used_fraction == 1 / 16 and abs(one.perplexity - 1) < 1e-9
+
+
+@pytest.mark.parametrize("levels", [(8, 5, 5, 5), (7, 5, 3)])
+def test_fsq_encode_equals_library_forward(levels):
+    fsq = FiniteScalarQuantizer(12, levels)
+    z = torch.randn(2, 50, 12) * 3
+    _, library_codes = fsq.fsq(z)
+    assert torch.equal(fsq.encode(z), library_codes.long())
+
+
+def test_lfq_encode_equals_library_forward():
+    lfq = LookupFreeQuantizer(16, 1024).eval()
+    z = torch.randn(2, 50, 16)
+    assert torch.equal(lfq.encode(z), lfq.lfq(z).indices.long())

@@ -18,7 +18,7 @@ from torch import nn
 from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, VectorQuantize
 
 from zoo.errors import TokenizerError
-from zoo.kernels import nearest_code
+from zoo.kernels import fsq_round, lfq_round, nearest_code, residual_nearest_codes
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -157,13 +157,17 @@ class ResidualVectorQuantizer(nn.Module):
         """(B, N, D) -> codes (B, N, n_q)."""
         _check_latents(z, self.dim, "ResidualVectorQuantizer")
         n_q = self._check_n_q(n_q)
-        residual = self.rvq.project_in(z)
-        codes = []
-        for layer in self.rvq.layers[:n_q]:
-            layer_codes = _encode_with(layer, residual, self.distance == "cosine")
-            residual = residual - layer.get_output_from_indices(layer_codes)
-            codes.append(layer_codes)
-        return torch.stack(codes, dim=-1)
+        layers = self.rvq.layers[:n_q]
+        if any(not bool(layer._codebook.initted) for layer in layers):
+            raise TokenizerError(
+                "this quantizer's codebooks are not initialised yet (k-means init runs on the first training "
+                "step); train it or load trained weights before encoding."
+            )
+        residual = self.rvq.project_in(z)  # the layers themselves have no projections
+        codebooks = torch.stack([layer.codebook for layer in layers])  # (n_q, K, D)
+        codes = residual_nearest_codes(residual.reshape(-1, residual.shape[-1]), codebooks,
+                                       cosine=self.distance == "cosine")
+        return codes.view(*residual.shape[:-1], n_q)
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, N, n_q) with n_q <= num_quantizers -> summed quantized latents (B, N, D)."""
@@ -179,6 +183,8 @@ class FiniteScalarQuantizer(nn.Module):
 
     def __init__(self, dim: int, levels: tuple[int, ...]):
         super().__init__()
+        if any(level < 3 for level in levels):
+            raise TokenizerError(f"FSQ levels must each be at least 3, got {tuple(levels)}.")
         self.dim, self.levels = dim, tuple(levels)
         self.fsq = FSQ(levels=list(levels), dim=dim)
 
@@ -192,7 +198,8 @@ class FiniteScalarQuantizer(nn.Module):
         return QuantizerOutput(quantized, codes.long(), z.new_zeros(()))
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.forward(z).codes
+        _check_latents(z, self.dim, "FiniteScalarQuantizer")
+        return fsq_round(self.fsq.project_in(z), self.levels).codes
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         return self.fsq.indices_to_codes(codes.long())
@@ -220,7 +227,8 @@ class LookupFreeQuantizer(nn.Module):
         return QuantizerOutput(quantized, codes.long(), aux_loss)
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.forward(z).codes
+        _check_latents(z, self.dim, "LookupFreeQuantizer")
+        return lfq_round(self.lfq.project_in(z)).codes
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         return self.lfq.indices_to_codes(codes.long())
