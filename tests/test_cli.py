@@ -54,3 +54,9 @@ def test_console_script_and_light_import():
     # inference needs no training machinery
     code = "import sys, zoo; zoo.list_models(); assert 'lightning' not in sys.modules, 'lightning imported'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_bench_kernels_command(capsys):
+    assert main(["bench", "kernels", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo.kernels benchmark" in out and "codes equal" in out and "1.000000" in out
