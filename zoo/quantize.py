@@ -21,6 +21,8 @@ from zoo.errors import TokenizerError
 from zoo.kernels import fsq_round, lfq_round, nearest_code, residual_nearest_codes
 
 DISTANCES = ("euclidean", "cosine")
+NOT_INITIALISED = ("this quantizer's codebook is not initialised yet (k-means init runs on the first training "
+                   "step); train it or load trained weights before encoding.")
 
 
 class QuantizerOutput(NamedTuple):
@@ -54,12 +56,8 @@ def _straight_through(z: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
 
 def _encode_with(vq: VectorQuantize, z: torch.Tensor, cosine: bool) -> torch.Tensor:
     """Codes that `vq` (one head, no image fmap) would give for z: (B, N, D) -> (B, N)."""
-    codebook = vq._codebook
-    if not bool(codebook.initted):  # False only while a k-means init is pending
-        raise TokenizerError(
-            "this quantizer's codebook is not initialised yet (k-means init runs on the first training "
-            "step); train it or load trained weights before encoding."
-        )
+    if not bool(vq._codebook.initted):  # False only while a k-means init is pending
+        raise TokenizerError(NOT_INITIALISED)
     x = vq.project_in(z)
     if cosine:
         x = F.normalize(x, dim=-1)
@@ -96,6 +94,11 @@ class VectorQuantizer(nn.Module):
     def codebook(self) -> torch.Tensor:
         """(K, codebook_dim) codebook rows as searched."""
         return self.vq.codebook
+
+    @property
+    def is_initialised(self) -> bool:
+        """False only while a k-means initialisation waits for the first training batch."""
+        return bool(self.vq._codebook.initted)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         _check_latents(z, self.dim, "VectorQuantizer")
@@ -139,6 +142,11 @@ class ResidualVectorQuantizer(nn.Module):
     def codebook_sizes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.num_quantizers
 
+    @property
+    def is_initialised(self) -> bool:
+        """False only while a k-means initialisation waits for the first training batch."""
+        return all(bool(layer._codebook.initted) for layer in self.rvq.layers)
+
     def _check_n_q(self, n_q: int | None) -> int:
         n_q = self.num_quantizers if n_q is None else n_q
         if not 1 <= n_q <= self.num_quantizers:
@@ -158,11 +166,8 @@ class ResidualVectorQuantizer(nn.Module):
         _check_latents(z, self.dim, "ResidualVectorQuantizer")
         n_q = self._check_n_q(n_q)
         layers = self.rvq.layers[:n_q]
-        if any(not bool(layer._codebook.initted) for layer in layers):
-            raise TokenizerError(
-                "this quantizer's codebooks are not initialised yet (k-means init runs on the first training "
-                "step); train it or load trained weights before encoding."
-            )
+        if not self.is_initialised:
+            raise TokenizerError(NOT_INITIALISED)
         residual = self.rvq.project_in(z)  # the layers themselves have no projections
         codebooks = torch.stack([layer.codebook for layer in layers])  # (n_q, K, D)
         codes = residual_nearest_codes(residual.reshape(-1, residual.shape[-1]), codebooks,

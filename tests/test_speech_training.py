@@ -1,0 +1,200 @@
+"""Speech data, the espeak-ng set generator and codec training through `zoo fit` (the tiny
+SpeechTokenizer, DM-Codec and FuseCodec recipes)."""
+from __future__ import annotations
+
+import csv
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from zoo.errors import TokenizerError
+from zoo.io import write_audio
+from zoo.training import speech_synth
+from zoo.training.speech_data import SpeechDataModule, SpeechFolder, collate_speech
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "speech"
+WORDS = "the quick brown fox jumps over a lazy dog while seven small birds sing".split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is much faster than two on the shared CI cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_fallback_set(folder: Path, count: int, sample_rate: int = 16000) -> None:
+    """Without espeak-ng: voiced-like tones with noise and varying pitch, plus word transcripts."""
+    g = torch.Generator().manual_seed(0)
+    for i in range(count):
+        n = int(sample_rate * (1.0 + 0.25 * (i % 3)))
+        t = torch.arange(n) / sample_rate
+        f0 = 110 + 40 * i + 30 * torch.sin(2 * torch.pi * 3 * t)
+        phase = 2 * torch.pi * torch.cumsum(f0, 0) / sample_rate
+        wav = sum(torch.sin(k * phase) / k for k in range(1, 6)) * 0.2 + 0.02 * torch.randn(n, generator=g)
+        write_audio(folder / f"{i:04d}.wav", wav * (0.5 + 0.5 * torch.sin(2 * torch.pi * 2 * t) ** 2), sample_rate)
+        (folder / f"{i:04d}.txt").write_text(" ".join(WORDS[i % 5: i % 5 + 4 + i % 3]) + "\n")
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("speech")
+    if speech_synth.espeak_available():
+        speech_synth.make_speech_set(folder, count=8)
+    else:
+        _write_fallback_set(folder, 8)
+    return folder
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def test_speech_folder_crops_pads_and_reads_transcripts(speech_dir, tmp_path):
+    data = SpeechFolder(speech_dir, 16000, crop_seconds=0.5)
+    items = [data[i] for i in range(3)]
+    assert all(it.wav.shape == (8000,) and it.text for it in items)
+    assert all(0 <= it.offset <= it.full_length - 8000 for it in items)
+    whole = SpeechFolder(speech_dir, 8000, crop_seconds=None)[0]  # resampled, not cropped
+    assert whole.offset == 0 and whole.wav.shape[0] == whole.full_length
+    assert abs(whole.full_length - items[0].full_length / 2) <= 1
+    batch = collate_speech([whole, items[1]])
+    assert batch.wav.shape == (2, 1, whole.full_length) and batch.lengths.tolist() == [whole.full_length, 8000]
+    assert batch.wav[1, 0, 8000:].abs().sum() == 0 and batch.keys == ["0000", "0001"]
+    # transcripts: required ones must exist
+    (tmp_path / "a").mkdir()
+    write_audio(tmp_path / "a" / "x.wav", torch.zeros(1600), 16000)
+    assert SpeechFolder(tmp_path / "a", 16000)[0].text == ""
+    with pytest.raises(TokenizerError, match="no transcript"):
+        SpeechFolder(tmp_path / "a", 16000, require_transcripts=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TokenizerError, match="no audio files"):
+        SpeechFolder(tmp_path / "empty", 16000)
+    with pytest.raises(TokenizerError, match="does not exist"):
+        SpeechFolder(tmp_path / "missing", 16000)
+
+
+def test_datamodule_batches(speech_dir):
+    dm = SpeechDataModule(str(speech_dir), str(speech_dir), crop_seconds=0.25, batch_size=3, random_crop=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.wav.shape == (3, 1, 4000) and batch.offsets.tolist() == [0, 0, 0]
+    val = next(iter(dm.val_dataloader()))
+    assert val.lengths.max() == val.full_lengths.max()  # validation keeps clips whole
+
+
+@pytest.mark.skipif(not speech_synth.espeak_available(), reason="the espeak-ng binary is not installed")
+def test_espeak_generator_varies_voices(tmp_path):
+    paths = speech_synth.make_speech_set(tmp_path, count=2, sample_rate=16000,
+                                         voices=("en-us", "en-gb+f3"), speeds=(150,), pitches=(40,))
+    assert [p.name for p in paths] == ["0000.wav", "0001.wav"]
+    assert (tmp_path / "0001.txt").read_text().strip() == speech_synth.SENTENCES[1]
+    from zoo.io import read_audio
+    wav, rate = read_audio(paths[0])
+    assert rate == 16000 and wav.shape[1] > 8000 and wav.abs().max() > 0.05
+
+
+# ---- recipes -------------------------------------------------------------------------------
+
+def test_every_speech_recipe_names_real_arguments():
+    from zoo.training.codec import CodecTraining
+
+    model_args = set(inspect.signature(CodecTraining.__init__).parameters)
+    data_args = set(inspect.signature(SpeechDataModule.__init__).parameters)
+    recipes = sorted(RECIPES.glob("*.yaml"))
+    assert len(recipes) >= 6
+    for path in recipes:
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["model"]["class_path"] == "zoo.training.codec.CodecTraining", path.name
+        assert set(cfg["model"]["init_args"]) <= model_args, (path.name, set(cfg["model"]["init_args"]) - model_args)
+        assert set(cfg["data"]["init_args"]) <= data_args, path.name
+
+
+def _fit(recipe: str, speech_dir: Path, log_dir: Path, *extra: str) -> dict[str, list[float]]:
+    from zoo.training.cli import main
+
+    main(["fit", "--config", str(RECIPES / recipe), "--data.init_args.train_dir", str(speech_dir),
+          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir",
+          str(log_dir), *extra])
+    rows = list(csv.DictReader(next(log_dir.rglob("metrics.csv")).open()))
+    return {k: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k.startswith("train/")}
+
+
+def _went_down(values: list[float], k: int = 5, margin: float = 0.0) -> bool:
+    return sum(values[-k:]) / k < sum(values[:k]) / k - margin
+
+
+@pytest.mark.parametrize("recipe, distill_terms", [
+    ("speechtokenizer-tiny.yaml", ["train/semantic"]),
+    ("dmcodec-tiny.yaml", ["train/context", "train/semantic"]),
+    ("fusecodec-tiny.yaml", ["train/semantic_global", "train/context_global", "train/context_aligned"]),
+])
+def test_tiny_recipe_trains_and_losses_go_down(recipe, distill_terms, speech_dir, tmp_path):
+    """The recipe's own step count; mean of the first five batches against the last five."""
+    logs = _fit(recipe, speech_dir, tmp_path)
+    assert len(logs["train/loss"]) >= 50  # 10 generator-only batches, then two optimizer steps per batch
+    assert len(logs["train/discriminator"]) >= 40  # the discriminators trained
+    assert _went_down(logs["train/loss"], margin=1.0), logs["train/loss"]
+    assert _went_down(logs["train/mel"], margin=1.0), logs["train/mel"]
+    for term in distill_terms:
+        assert len(logs[term]) == len(logs["train/loss"]), term
+        assert _went_down(logs[term], margin=0.05), (term, logs[term])
+
+
+def test_training_from_cached_teacher_features_and_export(speech_dir, tmp_path):
+    """Speech-teacher features precomputed for whole utterances are cut to each crop; validation
+    runs on whole clips of different lengths; the trained codec is exported and loads back."""
+    import zoo
+    from zoo.io import read_audio
+    from zoo.teachers import RandomSpeechTeacher, RandomTextTeacher, precompute_folder
+
+    teacher = RandomSpeechTeacher(dim=16, sample_rate=16000, hop_length=320)
+    assert precompute_folder(teacher, speech_dir, tmp_path / "cache") == 8
+    assert precompute_folder(RandomTextTeacher(dim=4), speech_dir, tmp_path / "text") == 8
+    assert (tmp_path / "text" / "0003.safetensors").is_file()
+    export = tmp_path / "export"
+    logs = _fit("speechtokenizer-tiny.yaml", speech_dir, tmp_path / "logs", "--trainer.max_steps", "4",
+                "--data.init_args.random_crop", "true", "--data.init_args.val_dir", str(speech_dir),
+                "--trainer.limit_val_batches", "1",
+                "--model.init_args.semantic_teacher", "zoo.teachers.CachedTeacher",
+                "--model.init_args.semantic_teacher.init_args.folder", str(tmp_path / "cache"),
+                "--model.init_args.export_dir", str(export))
+    assert len(logs["train/semantic"]) == 4
+    rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
+    val = [float(r["val/semantic"]) for r in rows if r.get("val/semantic")]
+    assert val and all(0 < v < 10 for v in val)  # whole, padded validation clips
+    codec = zoo.load(str(export))
+    wav = read_audio(next(speech_dir.glob("*.wav")), 16000)[0][None, :, :4000]
+    assert codec.encode(wav).codes.shape == (1, 2, 13)
+    # fine-tuning starts from such a folder (with the recipe's overrides, which must fit it)
+    from zoo.training.codec import build_codec
+    overrides = yaml.safe_load((RECIPES / "speechtokenizer-tiny.yaml").read_text())["model"]["init_args"]["codec_overrides"]
+    again = build_codec("speechtokenizer-hubert-avg", overrides, checkpoint=str(export))
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in codec.state_dict().items())
+    with pytest.raises(TokenizerError):
+        build_codec("speechtokenizer-hubert-avg", dict(overrides, dimension=8), checkpoint=str(export))
+
+
+def test_codec_training_refuses_mismatched_teachers():
+    from zoo.teachers import RandomSpeechTeacher, RandomTextTeacher
+    from zoo.training.codec import CodecTraining
+
+    tiny = dict(n_filters=4, dimension=16, lstm_layers=0, num_quantizers=2, codebook_size=16, semantic_dimension=16)
+    with pytest.raises(TokenizerError, match="needs a speech teacher"):
+        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer")
+    with pytest.raises(TokenizerError, match="semantic_dimension"):
+        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer",
+                      semantic_teacher=RandomSpeechTeacher(dim=8))
+    with pytest.raises(TokenizerError, match="must give speech features"):
+        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer",
+                      semantic_teacher=RandomTextTeacher(dim=16))
+    with pytest.raises(TokenizerError, match="uses no speech teacher"):
+        CodecTraining("speechtokenizer-hubert-avg", tiny, semantic_teacher=RandomSpeechTeacher(dim=16))
+    plain = CodecTraining("speechtokenizer-hubert-avg", tiny, discriminator_channels=4, discriminator_max_channels=16)
+    assert plain.teachers == {"speech": None, "text": None} and plain.context_head is None
+    with pytest.raises(TokenizerError, match="FuseCodec"):
+        CodecTraining("dmcodec-lm-sm", tiny, distillation="dmcodec_lm_sm", fuse_features=True,
+                      semantic_teacher=RandomSpeechTeacher(16), context_teacher=RandomTextTeacher(16))

@@ -1,0 +1,82 @@
+"""One interface for the frozen feature providers that codecs distil from.
+
+A teacher turns a batch of audio or text into `TeacherFeatures`: features (B, T, D) with the
+valid length of each item, never (B, 1, T, D). Speech teachers produce frames at `frame_rate`
+per second; text teachers produce one vector per token and a `durations` weight per token
+(its number of characters) that the distillation losses use to spread tokens over frames.
+
+Teachers are frozen: no parameter needs a gradient, they stay in eval mode whatever `train()`
+is asked, and `features` runs under no_grad.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from zoo.errors import TokenizerError
+
+
+class TeacherFeatures(NamedTuple):
+    features: torch.Tensor                  # (B, T, D), zero past each item's length
+    lengths: torch.Tensor                   # (B,) long: valid frames / tokens per item
+    durations: torch.Tensor | None = None   # (B, T) relative spoken duration of each token (text)
+
+
+def pad_features(rows: list[torch.Tensor], durations: list[torch.Tensor] | None = None) -> TeacherFeatures:
+    """Per-item (T_i, D) tensors -> one zero-padded `TeacherFeatures`."""
+    lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)
+    out = rows[0].new_zeros(len(rows), max(1, int(lengths.max())), rows[0].shape[-1])
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    dur = None
+    if durations is not None:
+        dur = out.new_zeros(out.shape[:2])
+        for i, d in enumerate(durations):
+            dur[i, : d.shape[0]] = d
+    return TeacherFeatures(out, lengths, dur)
+
+
+class Teacher(nn.Module):
+    """Base of every teacher. Subclasses set `dim` and implement `_features`.
+
+    input_kind: what `features` takes: 'audio' (wav (B, 1, T), lengths (B,)), 'text' (list of
+    str) or 'key' (list of utterance keys, for features cached on disk).
+    modality: what the features describe, 'speech' (frames in time) or 'text' (tokens)."""
+
+    input_kind: ClassVar[Literal["audio", "text", "key"]] = "audio"
+    modality: str = "speech"
+
+    def __init__(self, dim: int, frame_rate: float | None = None, sample_rate: int | None = None):
+        super().__init__()
+        self.dim, self.frame_rate, self.sample_rate = dim, frame_rate, sample_rate
+
+    def freeze(self) -> "Teacher":
+        """Call at the end of a subclass __init__, once its modules exist."""
+        self.requires_grad_(False)
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> "Teacher":
+        return super().train(False)  # a teacher never leaves eval mode (dropout, batch norm)
+
+    @torch.no_grad()
+    def features(self, inputs, lengths: torch.Tensor | None = None) -> TeacherFeatures:
+        if self.input_kind == "audio":
+            if not isinstance(inputs, torch.Tensor) or inputs.ndim != 3 or inputs.shape[1] != 1:
+                raise TokenizerError(f"{type(self).__name__} takes audio of shape (B, 1, T) at "
+                                     f"{self.sample_rate} Hz, got {getattr(inputs, 'shape', type(inputs).__name__)}.")
+            if lengths is None:
+                lengths = torch.full((inputs.shape[0],), inputs.shape[-1], dtype=torch.long, device=inputs.device)
+        elif isinstance(inputs, str) or not all(isinstance(s, str) for s in inputs):
+            raise TokenizerError(f"{type(self).__name__} takes a list of strings (one per item).")
+        out = self._features(inputs, lengths)
+        if out.features.ndim != 3 or out.features.shape[-1] != self.dim:
+            raise AssertionError(f"{type(self).__name__} returned {tuple(out.features.shape)}, not (B, T, {self.dim}).")
+        return out
+
+    def _features(self, inputs, lengths: torch.Tensor | None) -> TeacherFeatures:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, frame_rate={self.frame_rate}, input={self.input_kind}"
