@@ -67,11 +67,13 @@ def _meta_model(config: TiTokConfig) -> TiTok:
         return model_class(config)
 
 
-def official_key_map(config: TiTokConfig) -> dict[str, str]:
+def official_key_map(config: TiTokConfig, expected: StateDict | None = None) -> dict[str, str]:
     """Our key -> official key, for every tensor of the official layout (the codebook's EMA
-    statistics, which the official quantizer does not have, are left out)."""
+    statistics, which the official quantizer does not have, are left out). `expected`: our
+    state dict for `config` (shapes only), when the caller has it already."""
+    expected = _meta_model(config).state_dict() if expected is None else expected
     mapping = {}
-    for ours in _meta_model(config).state_dict():
+    for ours in expected:
         if ours.startswith(_CODEBOOK) and not ours.endswith(".embed"):
             continue
         official = ours
@@ -81,11 +83,11 @@ def official_key_map(config: TiTokConfig) -> dict[str, str]:
     return mapping
 
 
-def official_shapes(config: TiTokConfig) -> dict[str, tuple[int, ...]]:
+def official_shapes(config: TiTokConfig, expected: StateDict | None = None) -> dict[str, tuple[int, ...]]:
     """Official key -> tensor shape, as the official code builds the model for `config`."""
-    expected = _meta_model(config).state_dict()
+    expected = _meta_model(config).state_dict() if expected is None else expected
     shapes = {}
-    for ours, official in official_key_map(config).items():
+    for ours, official in official_key_map(config, expected).items():
         shape = tuple(expected[ours].shape)
         if ours == _CODEBOOK + "embed":
             shape = shape[1:]                 # ours (1, K, C), theirs (K, C)
@@ -105,20 +107,22 @@ def convert_official_titok(state: StateDict, config: TiTokConfig) -> StateDict:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}  # saved from a DDP wrapper
     expected = _meta_model(config).state_dict()
-    mapping = official_key_map(config)
-    shapes = official_shapes(config)
+    mapping = official_key_map(config, expected)
+    shapes = official_shapes(config, expected)
     missing = sorted(set(shapes) - set(state))
     unexpected = sorted(set(state) - set(shapes))
     if missing or unexpected:
-        parts = [f"{label}: {_listing(keys)}" for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+        found = (("missing keys", missing), ("unexpected keys", unexpected))
+        parts = [f"{label}: {_listing(keys)}" for label, keys in found if keys]
         raise CheckpointError(
             f"the checkpoint does not fit the official TiTok layout for this configuration ({'; '.join(parts)}); "
             "is it the checkpoint of another TiTok / One-D-Piece variant?")
     wrong = [f"{k}: file {tuple(state[k].shape)} vs expected {shape}" for k, shape in shapes.items()
              if tuple(state[k].shape) != shape]
     if wrong:
-        raise CheckpointError(f"the checkpoint's tensor shapes do not fit this TiTok configuration ({_listing(wrong)}); "
-                              "is it the checkpoint of another TiTok / One-D-Piece variant?")
+        raise CheckpointError(
+            f"the checkpoint's tensor shapes do not fit this TiTok configuration ({_listing(wrong)}); "
+            "is it the checkpoint of another TiTok / One-D-Piece variant?")
     ours: StateDict = {}
     for key, official in mapping.items():
         ours[key] = state[official].detach().to(torch.float32).reshape(expected[key].shape).clone()
@@ -136,7 +140,8 @@ def convert_official_titok(state: StateDict, config: TiTokConfig) -> StateDict:
 # ---- registrations ----------------------------------------------------------------------------
 
 _TITOK_PAPER = "An Image is Worth 32 Tokens for Reconstruction and Generation (Yu et al., 2024), arXiv:2406.07550"
-_ONEDPIECE_PAPER = "One-D-Piece: Image Tokenizer Meets Quality-Controllable Compression (Miwa et al., 2025), arXiv:2501.10064"
+_ONEDPIECE_PAPER = ("One-D-Piece: Image Tokenizer Meets Quality-Controllable Compression (Miwa et al., 2025), "
+                    "arXiv:2501.10064")
 _SIZES = {"s": "small", "b": "base", "l": "large"}
 
 # two-stage: l2-normalized VQ, 12-dim tokens, 4096 codes, MaskGIT-VQGAN proxy-code decoder
