@@ -55,6 +55,10 @@ class TiTokConfig(TokenizerConfig):
     codebook_size: int = 4096
     codebook_distance: str = "cosine"  # "cosine": l2-normalized VQ; "euclidean": plain VQ
     commitment_weight: float = 0.25
+    # training from scratch: k-means codebook init on the first batch, and restarts of codes used
+    # less than this often (EMA count) from batch latents; both off in the released models
+    kmeans_init: bool = False
+    threshold_ema_dead_code: int = 0
     kl_weight: float = 1e-6            # weight of the VAE's KL term in aux_loss
     decoder_output: str = "proxy_codes"  # "proxy_codes" (MaskGIT-VQGAN pixel decoder) or "pixels"
     proxy_codebook_size: int = 1024
@@ -177,7 +181,8 @@ class TiTok(ImageTokenizer):
         self.quantizer = None
         if c.bottleneck == "vq":
             self.quantizer = VectorQuantizer(c.token_dim, c.codebook_size, distance=c.codebook_distance,
-                                             commitment_weight=c.commitment_weight)
+                                             commitment_weight=c.commitment_weight, kmeans_init=c.kmeans_init,
+                                             threshold_ema_dead_code=c.threshold_ema_dead_code)
         self.pixel_decoder = None
         if c.decoder_output == "proxy_codes":
             self.pixel_decoder = ProxyCodePixelDecoder(c.proxy_codebook_size, c.proxy_code_dim, c.pixel_decoder_channels,

@@ -1,0 +1,232 @@
+"""The shared RVQ speech codec: SEANet encoder -> residual vector quantizer -> SEANet decoder,
+plus the linear semantic head through which the first RVQ layer is distilled toward a teacher.
+
+SpeechTokenizer, DM-Codec and FuseCodec are this network; they differ in what the training
+pass distils into the quantized latents (HuBERT; a text LM; both, fused into the latent) and
+in their released weights. Codes are (B, n_q, N) with N = ceil(T / hop_length) frames; the
+first layer's codes are the "semantic tokens", the later ones the acoustic residual.
+
+Long audio is encoded (and decoded) with the sample-rate convolutions run in chunks with
+overlapping context (a chunk's outer frames are dropped) and the LSTM over the whole frame
+sequence, so memory grows with the number of frames only (320x less than with samples) and
+the codes equal the whole-clip pass, with or without an LSTM.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn.utils import parametrize
+
+from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, receptive_field_of
+from zoo.errors import TokenizerError
+from zoo.quantize import ResidualVectorQuantizer
+from zoo.tokenizer import AudioTokenizer, TokenizerConfig
+from zoo.tokens import Tokens
+
+
+@dataclass
+class RVQCodecConfig(TokenizerConfig):
+    sample_rate: int = 16000
+    # SEANet backbone (EnCodec's names); strides are given in decoder order
+    n_filters: int = 64
+    strides: tuple[int, ...] = (8, 5, 4, 2)
+    dimension: int = 1024
+    n_residual_layers: int = 1
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    compress: int = 2
+    true_skip: bool = False          # False: the residual skip is a 1x1 conv (as released)
+    activation: str = "ELU"          # "ELU" or "Snake"
+    lstm_layers: int = 2             # 0: no LSTM (finite receptive field, exact chunking)
+    bidirectional_encoder_lstm: bool = True  # the decoder's LSTM is always unidirectional
+    causal: bool = False
+    pad_mode: str = "reflect"
+    # residual vector quantizer (EnCodec-style EMA codebooks)
+    num_quantizers: int = 8
+    codebook_size: int = 1024
+    codebook_decay: float = 0.99
+    kmeans_init: bool = True         # codebooks start at zero and are set by k-means on the first training batch
+    kmeans_iters: int = 50
+    threshold_ema_dead_code: int = 2
+    commitment_weight: float = 1.0
+    # distillation head: first-layer quantized latent -> teacher feature size
+    semantic_dimension: int = 768
+    # long audio: the sample-rate convolutions of clips longer than this run chunk by chunk
+    chunk_seconds: float = 20.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation not in ("ELU", "Snake"):
+            raise TokenizerError(f"activation must be 'ELU' or 'Snake', got {self.activation!r}.")
+        if self.pad_mode not in PAD_MODES:
+            raise TokenizerError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}.")
+        if self.chunk_seconds <= 0:
+            raise TokenizerError(f"chunk_seconds must be > 0, got {self.chunk_seconds}.")
+
+
+class CodecOutput(NamedTuple):
+    """The training pass. N = ceil(T / hop_length) frames, D = `dimension`, n_q layers used.
+
+    The first three fields are those of every tokenizer's TokenizerOutput."""
+
+    reconstruction: torch.Tensor     # (B, 1, T) decoded audio, cut to the input length
+    codes: torch.Tensor              # (B, n_q, N) long
+    aux_loss: torch.Tensor           # scalar: quantizer commitment losses summed over layers, weighted
+    latent: torch.Tensor             # (B, N, D) encoder output that is quantized (after fusion, for FuseCodec)
+    quantized: torch.Tensor          # (B, N, D) sum of the n_q layer outputs: the decoder's input
+    layer_quantized: torch.Tensor    # (B, n_q, N, D) each layer's codebook rows; gradient straight through to `latent`
+    semantic_features: torch.Tensor  # (B, N, semantic_dimension) semantic_head(layer_quantized[:, 0]), the distilled feature
+
+
+class ChunkSpan(NamedTuple):
+    keep_start: int   # frames [keep_start, keep_end) of the whole clip come from this chunk
+    keep_end: int
+    read_start: int   # frames [read_start, read_end) are fed to the network (keep +- context)
+    read_end: int
+
+
+def chunk_spans(num_frames: int, chunk_frames: int, context_frames: int) -> Iterator[ChunkSpan]:
+    for start in range(0, num_frames, chunk_frames):
+        end = min(num_frames, start + chunk_frames)
+        yield ChunkSpan(start, end, max(0, start - context_frames), min(num_frames, end + context_frames))
+
+
+class RVQCodec(AudioTokenizer):
+    """Base of the SEANet + RVQ codecs; families subclass it with their architecture name."""
+
+    config_class = RVQCodecConfig
+
+    def __init__(self, config: RVQCodecConfig):
+        super().__init__(config)
+        c = config
+        backbone = dict(channels=1, dimension=c.dimension, n_filters=c.n_filters, ratios=c.strides,
+                        n_residual_layers=c.n_residual_layers, activation=c.activation,
+                        kernel_size=c.kernel_size, last_kernel_size=c.last_kernel_size,
+                        residual_kernel_size=c.residual_kernel_size, dilation_base=c.dilation_base,
+                        causal=c.causal, pad_mode=c.pad_mode, true_skip=c.true_skip,
+                        compress=c.compress, lstm_layers=c.lstm_layers)
+        self.encoder = SEANetEncoder(**backbone, bidirectional=c.bidirectional_encoder_lstm)
+        self.quantizer = ResidualVectorQuantizer(
+            c.dimension, c.num_quantizers, c.codebook_size, decay=c.codebook_decay,
+            commitment_weight=c.commitment_weight, kmeans_init=c.kmeans_init, kmeans_iters=c.kmeans_iters,
+            threshold_ema_dead_code=c.threshold_ema_dead_code)
+        self.semantic_head = (nn.Linear(c.dimension, c.semantic_dimension)
+                              if c.dimension != c.semantic_dimension else nn.Identity())
+        self.decoder = SEANetDecoder(**backbone)
+
+    # ---- metadata -----------------------------------------------------------------------
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        return self.quantizer.codebook_sizes
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    def num_frames(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.hop_length)
+
+    # ---- the training pass --------------------------------------------------------------
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) -> the latent to quantize, (B, N, D)."""
+        return rearrange(self.encoder(wav), "b d n -> b n d")
+
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        return self.forward_latent(wav, self.encode_latent(wav), n_q)
+
+    def forward_latent(self, wav: torch.Tensor, latent: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """Quantize and decode `latent` (B, N, D) computed from `wav` (B, 1, T)."""
+        quantized, codes, aux_loss = self.quantizer(latent, n_q)  # codes (B, N, n_q)
+        layer_quantized = self.layer_outputs(latent, codes)
+        reconstruction = self.decoder(rearrange(quantized, "b n d -> b d n"))[..., :wav.shape[-1]]
+        return CodecOutput(reconstruction, rearrange(codes, "b n q -> b q n"), aux_loss, latent, quantized,
+                           layer_quantized, self.semantic_head(layer_quantized[:, 0]))
+
+    def layer_outputs(self, latent: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Each layer's codebook rows for `codes` (B, N, n_q), as (B, n_q, N, D), passing the
+        gradient straight through to the residual that layer quantized."""
+        layers = self.quantizer.rvq.layers
+        residual, outputs = latent, []
+        for i in range(codes.shape[-1]):
+            rows = layers[i].get_output_from_indices(codes[..., i])
+            outputs.append(residual + (rows - residual).detach())
+            residual = residual - rows.detach()
+        return torch.stack(outputs, dim=1)
+
+    def project_semantic(self, layer_output: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) quantized latent of any layer -> (B, N, semantic_dimension)."""
+        return self.semantic_head(layer_output)
+
+    # ---- inference ----------------------------------------------------------------------
+    # Long audio: the sample-rate convolutions run chunk by chunk, each chunk read with context
+    # equal to their (finite) receptive field, so the stitched result equals the whole-clip
+    # pass; an LSTM runs at the frame rate over the whole frame sequence (hop_length times
+    # smaller than the audio-rate activations), so the result stays exact with an LSTM too.
+
+    def _encode(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float | None = None) -> Tokens:
+        n_q = self.quantizer._check_n_q(n_q)
+        with parametrize.cached():  # weight-norm weights computed once per encode, not once per chunk
+            latent = self._encode_latent_chunked(wav, self._chunk_frames(chunk_seconds))
+            codes = self.quantizer.encode(latent, n_q)
+        return Tokens(rearrange(codes, "b n q -> b q n"), meta={"num_samples": wav.shape[-1]})
+
+    def _encode_latent_chunked(self, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+        """encode_latent(wav) with the convolutions before the LSTM run chunk by chunk: (B, N, D)."""
+        convolutions, recurrent = self.encoder.split_at_lstm()
+        context = math.ceil(receptive_field_of(convolutions) / self.hop_length) + 1
+        hidden = _run_in_chunks(convolutions, wav, self.num_frames(wav.shape[-1]), chunk_frames, context,
+                                in_per_frame=self.hop_length, out_per_frame=1)
+        return rearrange(recurrent(hidden), "b d n -> b n d")
+
+    def semantic_tokens(self, wav: torch.Tensor, **opts) -> torch.Tensor:
+        """The first RVQ layer's codes alone (content), (B, N)."""
+        return self.encode(wav, n_q=1, **opts).codes[:, 0]
+
+    def check_codes(self, tokens: Tokens) -> None:
+        codes = tokens.codes
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers:
+            raise TokenizerError(
+                f"codes must have shape (B, n_q, N) with 1 <= n_q <= {self.config.num_quantizers}, "
+                f"got {tuple(codes.shape)}.")
+        super().check_codes(tokens)
+
+    def _decode(self, tokens: Tokens, chunk_seconds: float | None = None) -> torch.Tensor:
+        codes = tokens.codes  # (B, n_q, N): any number of leading layers
+        recurrent, convolutions = self.decoder.split_at_lstm()
+        with parametrize.cached():
+            latent = self.quantizer.codes_to_latents(rearrange(codes, "b q n -> b n q"))
+            hidden = recurrent(rearrange(latent, "b n d -> b d n"))
+            context = math.ceil(receptive_field_of(convolutions)) + 1
+            wav = _run_in_chunks(convolutions, hidden, codes.shape[-1], self._chunk_frames(chunk_seconds), context,
+                                 in_per_frame=1, out_per_frame=self.hop_length)
+        num_samples = tokens.meta.get("num_samples")  # Tokens.meta is optional metadata, not config
+        return wav if num_samples is None else wav[..., :num_samples]
+
+    def _chunk_frames(self, chunk_seconds: float | None) -> int:
+        chunk_seconds = self.config.chunk_seconds if chunk_seconds is None else chunk_seconds
+        if chunk_seconds <= 0:
+            raise TokenizerError(f"chunk_seconds must be > 0, got {chunk_seconds}.")
+        return max(1, round(chunk_seconds * self.sample_rate / self.hop_length))
+
+
+def _run_in_chunks(layers: nn.Module, x: torch.Tensor, num_frames: int, chunk_frames: int, context_frames: int,
+                   in_per_frame: int, out_per_frame: int) -> torch.Tensor:
+    """layers(x) for x (B, C, L) with L ~ num_frames * in_per_frame, computed on chunks of
+    `chunk_frames` frames read with `context_frames` more on each side, whose outer frames are
+    dropped. Exact when context_frames covers the layers' receptive field: chunks start on
+    frame boundaries, so every strided conv sees the same sample grid as in the whole pass."""
+    if num_frames <= chunk_frames:
+        return layers(x)
+    pieces = []
+    for span in chunk_spans(num_frames, chunk_frames, context_frames):
+        piece = layers(x[..., span.read_start * in_per_frame: span.read_end * in_per_frame])
+        offset = span.read_start * out_per_frame
+        pieces.append(piece[..., span.keep_start * out_per_frame - offset: span.keep_end * out_per_frame - offset])
+    return torch.cat(pieces, dim=-1)
