@@ -85,20 +85,19 @@ register(
     source=WeightSource("fnlp/AnyGPT-speech-modules", "speechtokenizer/ckpt.dev"),
     converter=convert_official_rvq_codec, paper=_ST_PAPER,
 )
-_DM_DRIVE = "released on Google Drive only (not the Hugging Face hub): download {} and pass it as checkpoint=PATH"
 register(
     "dmcodec-lm-sm", DMCodec, DMCodecConfig(),
-    description="DM-Codec 16 kHz, combined LM (BERT) + speech-model (HuBERT) guided distillation; weights "
-                + _DM_DRIVE.format("https://drive.google.com/file/d/1pvrPcbUTUAlo2_iGLIIf7IFNJPfzmHbh"),
+    description="DM-Codec 16 kHz, combined LM (BERT) + speech-model (HuBERT) guided distillation.",
     license="Apache-2.0 (mubtasimahasan/DM-Codec LICENSE)",
     converter=convert_official_rvq_codec, paper=_DM_PAPER,
+    download_page="https://drive.google.com/file/d/1pvrPcbUTUAlo2_iGLIIf7IFNJPfzmHbh",
 )
 register(
     "dmcodec-lm", DMCodec, DMCodecConfig(),
-    description="DM-Codec 16 kHz, LM (BERT) guided distillation; weights "
-                + _DM_DRIVE.format("https://drive.google.com/file/d/14DMrDzIssP-8qzXBG8v65ctF4WPA_Uyv"),
+    description="DM-Codec 16 kHz, LM (BERT) guided distillation.",
     license="Apache-2.0 (mubtasimahasan/DM-Codec LICENSE)",
     converter=convert_official_rvq_codec, paper=_DM_PAPER,
+    download_page="https://drive.google.com/file/d/14DMrDzIssP-8qzXBG8v65ctF4WPA_Uyv",
 )
 register(
     "fusecodec-16k", FuseCodec, FuseCodecConfig(),

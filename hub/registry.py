@@ -47,6 +47,7 @@ class ModelEntry:
     converter: Converter | None = None        # needed when source.official_layout
     embedded: Path | None = None              # a save_pretrained folder shipped inside the package
     paper: str = ""
+    download_page: str | None = None          # weights published outside the hub (fetch by hand, pass checkpoint=)
 
     def build(self, **overrides) -> Tokenizer:
         config = self.config.replace(**overrides) if overrides else self.config
@@ -60,7 +61,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 def register(name: str, model_class: type[Tokenizer], config: TokenizerConfig, *, description: str,
              license: str, source: WeightSource | None = None, converter: Converter | None = None,
-             embedded: str | Path | None = None, paper: str = "") -> ModelEntry:
+             embedded: str | Path | None = None, paper: str = "", download_page: str | None = None) -> ModelEntry:
     """Register `name`. Names are lower-case words joined by '-' (e.g. 'titok-l-32')."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name):
         raise ValueError(f"model name {name!r} must be lower-case letters, digits, '-' and '.'")
@@ -71,7 +72,7 @@ def register(name: str, model_class: type[Tokenizer], config: TokenizerConfig, *
     if source is not None and source.official_layout and converter is None:
         raise TypeError(f"{name}: an official-layout weight source needs a converter")
     entry = ModelEntry(name, model_class, config, description, license, source, converter,
-                       Path(embedded) if embedded else None, paper)
+                       Path(embedded) if embedded else None, paper, download_page)
     _REGISTRY[name] = entry
     return entry
 
@@ -111,6 +112,11 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
             model = Tokenizer.from_pretrained(entry.embedded)
             model.name = entry.name
             return model
+        if entry.source is None and entry.download_page:
+            raise WeightsUnavailableError(
+                f"{entry.name}'s weights are published at {entry.download_page}, not on the Hugging Face hub; "
+                f"download the file there and pass it: zoo.load({entry.name!r}, checkpoint=PATH)."
+            )
         if entry.source is None:
             raise WeightsUnavailableError(
                 f"{entry.name} has no released weights; use zoo.create({entry.name!r}) for random "

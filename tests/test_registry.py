@@ -155,3 +155,10 @@ def test_a_bare_weights_file_needs_a_model_name(tmp_path):
     save_file({"a": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(TokenizerError, match="pass the model it belongs to"):
         zoo.load(tmp_path / "w.safetensors")
+
+
+def test_weights_published_outside_the_hub_say_where():
+    zoo.register("test-tiny-manual", TinyImageTokenizer, TinyImageConfig(), description="", license="",
+                 converter=official_to_ours, download_page="https://example.org/weights")
+    with pytest.raises(WeightsUnavailableError, match=r"published at https://example.org/weights.*checkpoint=PATH"):
+        zoo.load("test-tiny-manual")

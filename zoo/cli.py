@@ -156,7 +156,8 @@ def model_table(names: list[str], markdown: bool = False) -> list[str]:
     rows = [("name", "modality", "weights", "licence")]
     for n in names:
         e = zoo.model_entry(n)
-        weights = "embedded" if e.embedded else (e.source.repo_id if e.source else "none (random init)")
+        weights = ("embedded" if e.embedded else e.source.repo_id if e.source else
+                   "manual download" if e.download_page else "none (random init)")
         rows.append((n, e.model_class.modality, weights, e.license))
     if markdown:
         lines = ["| " + " | ".join(r) + " |" for r in rows]
@@ -174,7 +175,8 @@ def _info(args) -> int:
         "name": e.name, "description": e.description, "paper": e.paper, "licence": e.license,
         "weights": ("embedded in the package" if e.embedded else
                     {"repo_id": e.source.repo_id, "file": e.source.filename, "sha256": e.source.sha256,
-                     "official_layout": e.source.official_layout} if e.source else "none (random init only)"),
+                     "official_layout": e.source.official_layout} if e.source else
+                    f"download by hand from {e.download_page}" if e.download_page else "none (random init only)"),
         **model.info(), "config": model.config.to_dict(),
     }
     print(json.dumps(out, indent=2))

@@ -147,7 +147,7 @@ class ResidualVectorQuantizer(nn.Module):
         """False only while a k-means initialisation waits for the first training batch."""
         return all(bool(layer._codebook.initted) for layer in self.rvq.layers)
 
-    def _check_n_q(self, n_q: int | None) -> int:
+    def check_n_q(self, n_q: int | None) -> int:
         n_q = self.num_quantizers if n_q is None else n_q
         if not 1 <= n_q <= self.num_quantizers:
             raise TokenizerError(f"n_q must be between 1 and {self.num_quantizers}, got {n_q}.")
@@ -164,7 +164,7 @@ class ResidualVectorQuantizer(nn.Module):
     def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """(B, N, D) -> codes (B, N, n_q)."""
         _check_latents(z, self.dim, "ResidualVectorQuantizer")
-        n_q = self._check_n_q(n_q)
+        n_q = self.check_n_q(n_q)
         layers = self.rvq.layers[:n_q]
         if not self.is_initialised:
             raise TokenizerError(NOT_INITIALISED)
@@ -176,7 +176,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, N, n_q) with n_q <= num_quantizers -> summed quantized latents (B, N, D)."""
-        n_q = self._check_n_q(codes.shape[-1])
+        n_q = self.check_n_q(codes.shape[-1])
         codes = codes.long()
         total = sum(layer.get_output_from_indices(codes[..., i]) for i, layer in enumerate(self.rvq.layers[:n_q]))
         return self.rvq.project_out(total)

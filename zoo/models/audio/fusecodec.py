@@ -99,6 +99,6 @@ class FuseCodec(RVQCodec):
         if semantic is None and context is None:
             return super()._encode(wav, n_q=n_q, **opts)
         # Features span the whole clip (the context is not frame-aligned), so no chunking here.
-        n_q = self.quantizer._check_n_q(n_q)
+        n_q = self.quantizer.check_n_q(n_q)
         codes = self.quantizer.encode(self.fused_latent(wav, semantic, context), n_q).transpose(1, 2)
         return Tokens(codes, meta={"num_samples": wav.shape[-1]})

@@ -171,7 +171,7 @@ class RVQCodec(AudioTokenizer):
     # smaller than the audio-rate activations), so the result stays exact with an LSTM too.
 
     def _encode(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float | None = None) -> Tokens:
-        n_q = self.quantizer._check_n_q(n_q)
+        n_q = self.quantizer.check_n_q(n_q)
         with parametrize.cached():  # weight-norm weights computed once per encode, not once per chunk
             latent = self._encode_latent_chunked(wav, self._chunk_frames(chunk_seconds))
             codes = self.quantizer.encode(latent, n_q)
