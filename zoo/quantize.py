@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, VectorQuantize
+from vector_quantize_pytorch import vector_quantize_pytorch as vq_library
 
 from zoo.errors import TokenizerError
 from zoo.kernels import fsq_round, lfq_round, nearest_code, residual_nearest_codes
@@ -42,6 +43,25 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> CodebookUsage:
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
     return CodebookUsage(float((counts > 0).double().mean()), float(entropy.exp()))
+
+
+def _sync_across_processes_when_distributed(codebook: nn.Module, args) -> None:
+    """Forward pre-hook on each library codebook. The library decides once, when a codebook is built,
+    whether to all-reduce its EMA statistics and k-means / dead-code samples across processes; a
+    LightningModule builds its model before DDP starts, so every rank's codebook would drift on its
+    own. Deciding at each call keeps the ranks' codebooks identical."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+    sample = vq_library.sample_vectors_distributed if distributed else vq_library.batched_sample_vectors
+    reduce = torch.distributed.all_reduce if distributed else vq_library.noop
+    codebook.sample_fn = codebook.replace_sample_fn = sample
+    codebook.all_reduce_fn = codebook.kmeans_all_reduce_fn = reduce
+
+
+def _sync_codebooks_at_run_time(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, vq_library.Codebook):
+            m.register_forward_pre_hook(_sync_across_processes_when_distributed)
 
 
 def _check_latents(z: torch.Tensor, dim: int, who: str) -> None:
@@ -85,6 +105,7 @@ class VectorQuantizer(nn.Module):
             learnable_codebook=learnable_codebook, ema_update=not learnable_codebook,
             rotation_trick=rotation_trick,
         )
+        _sync_codebooks_at_run_time(self.vq)
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -137,6 +158,7 @@ class ResidualVectorQuantizer(nn.Module):
             kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
             quantize_dropout=quantize_dropout, rotation_trick=rotation_trick,
         )
+        _sync_codebooks_at_run_time(self.rvq)
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
