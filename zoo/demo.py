@@ -27,7 +27,9 @@ def _get_model(name: str):
     if entry.embedded is not None:
         return zoo.load(name), "trained weights embedded in the package"
     torch.manual_seed(0)
-    return zoo.create(name), "RANDOM weights (no trained default ships yet): the reconstruction is noise; this run shows the pipeline only"
+    # an untrained k-means codebook is all zeros until its first training batch: use random rows instead
+    overrides = {"kmeans_init": False} if getattr(entry.config, "kmeans_init", False) else {}
+    return zoo.create(name, **overrides), "RANDOM weights (no trained default ships yet): the reconstruction is noise; this run shows the pipeline only"
 
 
 def run_demo(out: Path) -> dict:
