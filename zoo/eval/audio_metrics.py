@@ -118,12 +118,6 @@ def word_errors(references: list[str], hypotheses: list[str]) -> dict[str, float
 
 def load_asr(spec: str) -> ASR:
     """An ASR callable from 'package.module:function' (called as fn(wav_numpy, sample_rate))."""
-    import importlib
+    from zoo.eval import import_object
 
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise TokenizerError(f"--asr takes 'package.module:function', got {spec!r}.")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise TokenizerError(f"cannot import the ASR {spec!r} ({e}).") from None
+    return import_object(spec, "--asr")

@@ -113,24 +113,14 @@ def run_setting(setting: BenchSetting) -> BenchResult:
         _peak_memory_mib(setting.device),
     )
     if setting.vs:
-        other = load_factory(setting.vs)(setting.model, setting.device)
+        from zoo.eval import import_object
+
+        other = import_object(setting.vs, "--vs")(setting.model, setting.device)
         with autocast:
             their_encode, encoded = _timed(lambda: other.encode(x), setting.repeats, setting.device)
             their_decode, _ = _timed(lambda: other.decode(encoded), setting.repeats, setting.device)
         result.vs_encode_ratio, result.vs_decode_ratio = their_encode / encode_s, their_decode / decode_s
     return result
-
-
-def load_factory(spec: str):
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise TokenizerError(f"--vs takes 'package.module:factory', got {spec!r}.")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise TokenizerError(f"cannot import {spec!r} for --vs ({e}).") from None
 
 
 def _run_isolated(setting: BenchSetting) -> BenchResult:

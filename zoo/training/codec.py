@@ -46,7 +46,7 @@ from zoo.losses.spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss,
 from zoo.models.audio.fusecodec import FuseCodec
 from zoo.models.audio.rvq_codec import CodecOutput, RVQCodec
 from zoo.teachers.base import Teacher, TeacherFeatures, pad_features
-from zoo.tokenizer import load_state_dict_checked
+from zoo.training.common import build_tokenizer, optimizer_step
 
 SCHEMES = {
     "none": (),
@@ -73,14 +73,7 @@ def build_codec(name: str, overrides: dict | None = None, pretrained: bool = Fal
                 checkpoint: str | None = None) -> RVQCodec:
     """A registered codec: random (zoo.create) or with weights (zoo.load; `checkpoint` replaces
     the registered source). Overrides apply on top; loaded weights must still fit them."""
-    overrides = dict(overrides or {})
-    if not pretrained and checkpoint is None:
-        codec = zoo.create(name, **overrides)
-    else:
-        codec = zoo.load(name, checkpoint=checkpoint)
-        if overrides:
-            loaded, codec = codec, zoo.create(name, **overrides)
-            load_state_dict_checked(codec, loaded.state_dict(), source=f"{checkpoint or name} with overrides {overrides}")
+    codec = build_tokenizer(name, overrides, pretrained, checkpoint)
     if not isinstance(codec, RVQCodec):
         raise TokenizerError(f"{name} is a {type(codec).__name__}; codec training takes the SEANet + RVQ codecs "
                              "(speechtokenizer-*, dmcodec-*, fusecodec-*).")
@@ -314,18 +307,12 @@ class CodecTraining(LightningModule):
             total = total + hp.adversarial_weight * adversarial + hp.feature_matching_weight * matching
             self.discriminators.requires_grad_(True)
             logs.update({"train/adversarial": adversarial.detach(), "train/feature_matching": matching.detach()})
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        if hp.grad_clip:
-            self.clip_gradients(opt_g, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
-        opt_g.step()
+        optimizer_step(self, opt_g, total, hp.grad_clip)
 
         if gan_on:
             real, fake = self.discriminators(batch.wav), self.discriminators(recon.detach())
             d_loss = discriminator_loss(real.logits, fake.logits, hp.gan_loss)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
+            optimizer_step(self, opt_d, d_loss)
             logs["train/discriminator"] = d_loss.detach()
         logs.update({"train/loss": total.detach(), "train/quantizer": out.aux_loss.detach()})
         self.log_dict(logs, on_step=True, prog_bar=False, batch_size=batch.wav.shape[0])

@@ -33,7 +33,8 @@ from zoo.eval.image_metrics import codebook_usage_of, psnr, ssim
 from zoo.losses.adversarial import (LeCamRegularizer, adaptive_generator_weight, hinge_discriminator_loss,
                                     hinge_generator_loss)
 from zoo.losses.perceptual import build_perceptual_loss
-from zoo.tokenizer import ImageTokenizer, Tokenizer, load_state_dict_checked
+from zoo.tokenizer import ImageTokenizer, Tokenizer
+from zoo.training.common import build_tokenizer, optimizer_step
 
 TWO_STAGE = (None, "proxy_codes", "decoder_finetune")
 
@@ -43,21 +44,6 @@ class GeneratorLosses(NamedTuple):
     reconstruction: torch.Tensor  # weighted L1/L2 + perceptual: what the adaptive weight balances
     perceptual: torch.Tensor
     quantizer: torch.Tensor
-
-
-def build_tokenizer(name: str, overrides: dict | None = None, pretrained: bool = False,
-                    checkpoint: str | None = None) -> Tokenizer:
-    """A registered tokenizer: random (zoo.create) or with weights (zoo.load; `checkpoint` replaces the
-    registered weight source). Overrides apply on top; loaded weights must still fit."""
-    overrides = dict(overrides or {})
-    if not pretrained and checkpoint is None:
-        return zoo.create(name, **overrides)
-    loaded = zoo.load(name, checkpoint=checkpoint)
-    if not overrides:
-        return loaded
-    model = zoo.create(name, **overrides)
-    load_state_dict_checked(model, loaded.state_dict(), source=f"{checkpoint or name} with overrides {overrides}")
-    return model
 
 
 class EMA(nn.Module):
@@ -276,11 +262,7 @@ class ImageReconstruction(LightningModule):
             total = total + hp.discriminator_weight * d_weight * g_loss
             self.discriminator.requires_grad_(True)
             self.log_dict({"train/g_loss": g_loss.detach(), "train/d_weight": d_weight}, on_step=True)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        if hp.grad_clip:
-            self.clip_gradients(opt_g, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
-        opt_g.step()
+        optimizer_step(self, opt_g, total, hp.grad_clip)
 
         if gan_on:
             real, fake = x.detach(), out.reconstruction.detach().float()
@@ -288,9 +270,7 @@ class ImageReconstruction(LightningModule):
             d_loss = hinge_discriminator_loss(real_logits, fake_logits)
             if self.lecam is not None:
                 d_loss = d_loss + hp.lecam_weight * self.lecam(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
+            optimizer_step(self, opt_d, d_loss)
             self.log_dict({"train/d_loss": d_loss.detach(), "train/logits_real": real_logits.detach().mean(),
                            "train/logits_fake": fake_logits.detach().mean()}, on_step=True)
 
@@ -316,11 +296,7 @@ class ImageReconstruction(LightningModule):
                                  f"{logits.shape[1]} proxy codes (proxy_codebook_size).")
         ce = F.cross_entropy(logits.flatten(2).float(), target)
         total = ce + self.hparams.quantizer_weight * aux_loss.float()
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        if self.hparams.grad_clip:
-            self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        opt_g.step()
+        optimizer_step(self, opt_g, total, self.hparams.grad_clip)
         self.log_dict({"train/loss": total.detach(), "train/proxy_ce": ce.detach()}, on_step=True, prog_bar=True)
         return total.detach()
 

@@ -1,0 +1,33 @@
+"""Pieces every training regime uses: building the tokenizer a recipe names, and one manual
+optimizer step."""
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+
+import zoo
+from zoo.tokenizer import Tokenizer, load_state_dict_checked
+
+
+def build_tokenizer(name: str, overrides: dict | None = None, pretrained: bool = False,
+                    checkpoint: str | None = None) -> Tokenizer:
+    """A registered tokenizer: random (zoo.create) or with weights (zoo.load; `checkpoint` replaces the
+    registered weight source). Overrides apply on top; loaded weights must still fit."""
+    overrides = dict(overrides or {})
+    if not pretrained and checkpoint is None:
+        return zoo.create(name, **overrides)
+    loaded = zoo.load(name, checkpoint=checkpoint)
+    if not overrides:
+        return loaded
+    model = zoo.create(name, **overrides)
+    load_state_dict_checked(model, loaded.state_dict(), source=f"{checkpoint or name} with overrides {overrides}")
+    return model
+
+
+def optimizer_step(module: LightningModule, optimizer, loss: torch.Tensor, grad_clip: float | None = None) -> None:
+    """zero_grad, backward (through Lightning, so precision and DDP apply), optional norm clipping, step."""
+    optimizer.zero_grad(set_to_none=True)
+    module.manual_backward(loss)
+    if grad_clip:
+        module.clip_gradients(optimizer, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+    optimizer.step()
