@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from test_registry import official_state  # noqa: F401  (registers the test models)
@@ -68,3 +69,16 @@ def test_demo_encodes_and_decodes_the_bundled_samples(tmp_path, capsys):
     assert "RANDOM weights" in out  # said plainly while no trained default ships
     assert "codes (1, 8, 273)" in out and "256 tokens" in out
     assert (tmp_path / "astronaut.recon.png").is_file() and sf.info(str(tmp_path / "speech.recon.wav")).duration > 5
+
+
+@pytest.mark.slow
+def test_reconstruct_a_registered_image_model_writes_a_png(tmp_path, capsys):
+    # Released weights cannot be downloaded here: a random-weight copy stands in as the checkpoint.
+    zoo.create("titok-s-128").save_pretrained(tmp_path / "weights")
+    write_image(tmp_path / "photo.png", torch.rand(3, 300, 280))
+    assert main(["reconstruct", "--model", "titok-s-128", "--checkpoint", str(tmp_path / "weights"),
+                 str(tmp_path / "photo.png"), "--out", str(tmp_path / "out")]) == 0
+    assert "codes (1, 128)" in capsys.readouterr().out
+    from zoo.io import read_image
+
+    assert read_image(tmp_path / "out" / "photo.recon.png").shape == (3, 256, 256)
