@@ -133,3 +133,18 @@ def test_known_image_noise_gives_the_analytic_psnr():
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 0.8
     assert torch.allclose(psnr(x, x + 0.1), torch.full((2,), 20.0, dtype=torch.float64))  # MSE 0.01 -> 20 dB
     assert torch.isinf(psnr(x, x)).all() and torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))
+
+
+def test_wav2vec2_asr_from_a_local_weights_file(tmp_path, speech):
+    import torchaudio
+    from torchaudio.models import wav2vec2_model
+
+    bundle = torchaudio.pipelines.WAV2VEC2_ASR_BASE_960H
+    torch.save(wav2vec2_model(**bundle._params).state_dict(), tmp_path / "asr.pth")  # random weights
+    asr = am.load_asr(f"wav2vec2:{tmp_path / 'asr.pth'}")
+    wav, rate = speech
+    text = asr(wav[:rate].numpy(), rate)
+    assert isinstance(text, str) and text == text.lower() and "|" not in text
+    torch.save({"other": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(zoo.TokenizerError, match="not a WAV2VEC2_ASR_BASE_960H state dict"):
+        am.Wav2Vec2ASR(str(tmp_path / "bad.pth"))

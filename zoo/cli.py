@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     c.add_argument("--plot", type=Path, default=None, help="write a PNG of the sweep here")
-    c.add_argument("--asr", default=None, help="speech: an ASR as package.module:function(wav, sample_rate) -> text")
+    c.add_argument("--asr", default=None, help="speech: wav2vec2:/path/to/weights.pth, or package.module:function(wav, sample_rate) -> text")
     c.add_argument("--no-speaker", action="store_true", help="speech: skip speaker similarity (resemblyzer)")
     c.add_argument("--lpips-vgg", type=Path, default=None, help="images: torchvision VGG16 weights file")
     c.add_argument("--lpips-linear", type=Path, default=None, help="images: LPIPS linear-layer weights file")

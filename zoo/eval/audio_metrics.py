@@ -117,7 +117,44 @@ def word_errors(references: list[str], hypotheses: list[str]) -> dict[str, float
 
 
 def load_asr(spec: str) -> ASR:
-    """An ASR callable from 'package.module:function' (called as fn(wav_numpy, sample_rate))."""
+    """An ASR callable: 'wav2vec2:/path/to/weights.pth' (Wav2Vec2ASR), or 'package.module:function'
+    (called as fn(wav_numpy, sample_rate))."""
     from zoo.eval import import_object
 
+    if spec.startswith("wav2vec2:"):
+        return Wav2Vec2ASR(spec.split(":", 1)[1])
     return import_object(spec, "--asr")
+
+
+class Wav2Vec2ASR:
+    """torchaudio's wav2vec 2.0 base fine-tuned on LibriSpeech 960 h (WAV2VEC2_ASR_BASE_960H) with
+    greedy CTC decoding, from a local weights file in torchaudio's layout (nothing is downloaded:
+    torchaudio's cache file `wav2vec2_fairseq_base_ls960_asr_ls960.pth` works). An `ASR` callable."""
+
+    def __init__(self, weights_path: str, device: str = "cpu"):
+        import torchaudio
+        from torchaudio.models import wav2vec2_model
+
+        from zoo.io import read_checkpoint
+
+        bundle = torchaudio.pipelines.WAV2VEC2_ASR_BASE_960H
+        self.labels, self.sample_rate, self.device = bundle.get_labels(), bundle.sample_rate, device
+        self.model = wav2vec2_model(**bundle._params)
+        state = read_checkpoint(weights_path)
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise TokenizerError(f"{weights_path} is not a WAV2VEC2_ASR_BASE_960H state dict ({str(e).splitlines()[0]}).") from None
+        self.model.eval().requires_grad_(False).to(device)
+
+    @torch.no_grad()
+    def __call__(self, wav, sample_rate: int) -> str:
+        import torchaudio.functional as AF
+
+        x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, -1)
+        if sample_rate != self.sample_rate:
+            x = AF.resample(x, sample_rate, self.sample_rate)
+        emissions, _ = self.model(x.to(self.device))  # (1, frames, labels)
+        best = emissions[0].argmax(-1).unique_consecutive().tolist()
+        text = "".join(self.labels[i] for i in best if i != 0)  # 0 is the CTC blank
+        return " ".join(text.replace("|", " ").split()).lower()
