@@ -46,7 +46,7 @@ from zoo.losses.spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss,
 from zoo.models.audio.fusecodec import FuseCodec
 from zoo.models.audio.rvq_codec import CodecOutput, RVQCodec
 from zoo.teachers.base import Teacher, TeacherFeatures, pad_features
-from zoo.training.common import build_tokenizer, optimizer_step
+from zoo.training.common import build_tokenizer, codebooks_ready, optimizer_step
 
 SCHEMES = {
     "none": (),
@@ -320,12 +320,8 @@ class CodecTraining(LightningModule):
         self.batches_seen += 1
         return total.detach()
 
-    def codebooks_ready(self) -> bool:
-        """False while an EnCodec-style k-means codebook init waits for its first training batch."""
-        return self.codec.quantizer.is_initialised
-
     def validation_step(self, batch, batch_idx: int):
-        if not self.codebooks_ready():  # e.g. Lightning's sanity check before the first training step
+        if not codebooks_ready(self.codec):  # e.g. Lightning's sanity check before the first training step
             return None
         out, recon, rec, distill = self._step_losses(batch)
         self.log_dict({f"val/{k}": v for k, v in {**rec, **distill}.items()}, on_epoch=True,

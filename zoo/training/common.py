@@ -24,6 +24,12 @@ def build_tokenizer(name: str, overrides: dict | None = None, pretrained: bool =
     return model
 
 
+def codebooks_ready(module: torch.nn.Module) -> bool:
+    """False while any quantizer inside waits for its k-means init (its first training batch):
+    validation before that, e.g. Lightning's sanity check, would have no codes to look at."""
+    return all(m.is_initialised for m in module.modules() if hasattr(m, "is_initialised"))
+
+
 def optimizer_step(module: LightningModule, optimizer, loss: torch.Tensor, grad_clip: float | None = None) -> None:
     """zero_grad, backward (through Lightning, so precision and DDP apply), optional norm clipping, step."""
     optimizer.zero_grad(set_to_none=True)

@@ -34,7 +34,7 @@ from zoo.losses.adversarial import (LeCamRegularizer, adaptive_generator_weight,
                                     hinge_generator_loss)
 from zoo.losses.perceptual import build_perceptual_loss
 from zoo.tokenizer import ImageTokenizer, Tokenizer
-from zoo.training.common import build_tokenizer, optimizer_step
+from zoo.training.common import build_tokenizer, codebooks_ready, optimizer_step
 
 TWO_STAGE = (None, "proxy_codes", "decoder_finetune")
 
@@ -311,6 +311,8 @@ class ImageReconstruction(LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         model = self.trained_tokenizer().eval()
+        if not codebooks_ready(model):
+            return None
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         if self.hparams.two_stage == "proxy_codes":
             # stage 1 trains no pixel path: report how often the predicted proxy code is right
