@@ -45,7 +45,7 @@ def fit(tmp: Path, image_dir: Path, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "zoo.cli", "fit", "--config", str(RECIPE), "--config", str(extra),
                "--data.init_args.train_dir", str(image_dir), "--data.init_args.repeat", "8",
-               "--data.init_args.num_val_images", "0", *args]
+               "--data.init_args.num_val_images", "0", "--trainer.default_root_dir", str(tmp), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
