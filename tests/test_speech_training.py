@@ -19,13 +19,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "speech"
 WORDS = "the quick brown fox jumps over a lazy dog while seven small birds sing".split()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is much faster than two on the shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _write_fallback_set(folder: Path, count: int, sample_rate: int = 16000) -> None:
