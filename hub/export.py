@@ -7,6 +7,7 @@ Lightning or the training module. The weight average is exported when present.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from zoo.tokenizer import Tokenizer, load_state_dict_checked
 # (name key, overrides key, state-dict prefix) of each training regime
 REGIMES = (("tokenizer", "tokenizer_overrides", "tokenizer."), ("codec", "codec_overrides", "codec."))
 EMA_PREFIX = "ema.model."
+METRICS_NAME = "metrics.json"  # the eval reports behind the card's numbers
 
 
 def tokenizer_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[Tokenizer, dict]:
@@ -52,10 +54,31 @@ def tokenizer_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[T
     return model.eval(), run
 
 
-def export_checkpoint(path: str | Path, out: str | Path, metrics: dict | None = None, use_ema: bool = True,
-                      description: str | None = None, license: str | None = None) -> Path:
-    """Write a hub folder for the tokenizer trained in checkpoint `path`; returns the folder."""
+def report_metrics(reports: dict[str, dict]) -> dict[str, float]:
+    """`zoo eval --json` reports by label -> flat card rows, e.g. 'psnr (tokens=16, held-out)'.
+    An empty label adds nothing to the row name (one report)."""
+    rows = {}
+    for label, report in reports.items():
+        for row in report["rows"]:
+            setting = [f"{k}={v}" for k, v in row["setting"].items()] + ([label] if label else [])
+            rows |= {f"{k} ({', '.join(setting)})": v for k, v in row["metrics"].items()}
+    return rows
+
+
+def export_checkpoint(path: str | Path, out: str | Path, reports: dict[str, dict] | None = None,
+                      use_ema: bool = True, about: dict[str, str] | None = None,
+                      description: str | None = None, license: str | None = None, name: str | None = None) -> Path:
+    """Write a hub folder for the tokenizer trained in checkpoint `path`; returns the folder.
+
+    reports: `zoo eval --json` reports by label (their metrics go into the card, and the reports
+    themselves into metrics.json); about: more facts for the card's training table (data,
+    recipe, hardware); name: what the card calls the model (default: the base model's name)."""
     model, run = tokenizer_from_checkpoint(path, use_ema)
-    card = make_model_card(model, metrics=metrics, training=run, license=license,
+    model.name = name or model.name
+    reports = reports or {}
+    card = make_model_card(model, metrics=report_metrics(reports), training=run | (about or {}), license=license,
                            description=description or f"{model.name} trained with the zoo's recipes ({run['steps']} steps).")
-    return model.save_pretrained(out, model_card=card)
+    folder = model.save_pretrained(out, model_card=card)
+    if reports:
+        (folder / METRICS_NAME).write_text(json.dumps(reports, indent=2, sort_keys=True) + "\n")
+    return folder

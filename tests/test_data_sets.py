@@ -20,6 +20,11 @@ def test_image_set_split_is_by_source_photo(tmp_path, monkeypatch):
     assert len(manifest["train"]) == 2 * (len(image_set.SKIMAGE_PHOTOS) - 2)
     image = read_image(tmp_path / "set" / manifest["train"][0])
     assert image.shape == (3, 64, 64) and image.std() > 0.02  # a photo, not a blank
+    # a held-out photo gives the same crops whichever other sources are installed
+    monkeypatch.setattr(image_set, "SKIMAGE_PHOTOS", ("astronaut", "coffee", "rocket", "chelsea"))
+    assert main(["data", "images", "--out", str(tmp_path / "fewer"), "--size", "64", "--crops", "2"]) == 0
+    for name in manifest["val"]:
+        assert read_image(tmp_path / "fewer" / name).equal(read_image(tmp_path / "set" / name))
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")

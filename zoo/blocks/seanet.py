@@ -107,6 +107,25 @@ class SkipLSTM(nn.Module):
         return (y + x).permute(1, 2, 0)
 
 
+def lecun_init_(module: nn.Module) -> nn.Module:
+    """Every (transposed) conv in `module`: weights normal(0, 1/fan_in), biases zero, so that a
+    signal keeps its scale through the stack. Weight-normalised convs get the same direction and
+    a matching norm."""
+    for conv in module.modules():
+        if not isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
+            continue
+        k = conv.weight.shape[-1]
+        if isinstance(conv, nn.ConvTranspose1d):  # weight (in, out, k); each output sees k / stride taps per input
+            fan_in = conv.weight.shape[0] * max(1, k // conv.stride[0])
+        else:                                     # weight (out, in, k)
+            fan_in = conv.weight.shape[1] * k
+        with torch.no_grad():
+            conv.weight = torch.randn_like(conv.weight) * fan_in ** -0.5  # through weight norm's right_inverse
+            if conv.bias is not None:
+                conv.bias.zero_()
+    return module
+
+
 class SEANetResidualBlock(nn.Module):
     """act -> conv(k, dilation) to dim // compress -> act -> conv(1) back to dim, plus a skip
     (identity when `true_skip`, else a 1x1 conv)."""

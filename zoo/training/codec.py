@@ -122,6 +122,7 @@ class CodecTraining(LightningModule):
         betas: tuple[float, float] = (0.5, 0.9),
         weight_decay: float = 0.0,
         grad_clip: float = 0.0,
+        noise_floor: float = 0.0,
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -273,6 +274,14 @@ class CodecTraining(LightningModule):
             raise TokenizerError(f"the data module reads audio at {rate} Hz but the codec runs at "
                                  f"{self.codec.sample_rate} Hz; set data.init_args.sample_rate: {self.codec.sample_rate}.")
 
+    @staticmethod
+    def with_noise_floor(batch, std: float):
+        """The batch with Gaussian noise of `std` added to its valid samples (input and target alike).
+        Digital silence, as in synthetic speech, has a log-mel of log(eps) that no decoder output
+        reaches; the log-mel loss then rewards near-silent output everywhere and training stalls."""
+        mask = D.lengths_to_mask(batch.lengths, batch.wav.shape[-1])[:, None].to(batch.wav.dtype)
+        return batch._replace(wav=batch.wav + std * torch.randn_like(batch.wav) * mask)
+
     def _step_losses(self, batch):
         wav, lengths = batch.wav, batch.lengths
         hop = self.codec.hop_length
@@ -289,6 +298,8 @@ class CodecTraining(LightningModule):
         hp = self.hparams
         optimizers = self.optimizers()
         opt_g, opt_d = optimizers if isinstance(optimizers, list) else (optimizers, None)
+        if hp.noise_floor > 0:
+            batch = self.with_noise_floor(batch, hp.noise_floor)
         out, recon, rec, distill = self._step_losses(batch)
         total = (hp.time_weight * rec["time"] + hp.mel_weight * rec["mel"] + hp.quantizer_weight * out.aux_loss
                  + hp.semantic_weight * sum((v for k, v in distill.items() if k.startswith("semantic")), recon.new_zeros(()))

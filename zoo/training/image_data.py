@@ -4,6 +4,7 @@ is below the crop size are first resized up (bicubic) so that the crop fits."""
 from __future__ import annotations
 
 import random
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,25 +41,33 @@ class ImageCrops(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from torchvision.transforms.functional import center_crop, crop, hflip, resize
+        from zoo.io import read_image
 
-        from zoo.io import _bicubic, read_image
+        return crop_image(read_image(self.files[index]), self.crop_size, self.random_crop, self.resize_to,
+                          self.horizontal_flip)
 
-        x = read_image(self.files[index])  # (3, H, W)
-        shorter = self.resize_to if self.resize_to is not None else max(self.crop_size, min(x.shape[-2:]))
-        if shorter != min(x.shape[-2:]):
-            x = resize(x, shorter, interpolation=_bicubic(), antialias=True).clamp_(0, 1)
-        h, w = x.shape[-2:]
-        if h < self.crop_size or w < self.crop_size:
-            raise TokenizerError(f"resize_to={self.resize_to} is smaller than crop_size={self.crop_size}.")
-        if self.random_crop:
-            top, left = random.randint(0, h - self.crop_size), random.randint(0, w - self.crop_size)
-            x = crop(x, top, left, self.crop_size, self.crop_size)
-            if self.horizontal_flip and random.random() < 0.5:
-                x = hflip(x)
-        else:
-            x = center_crop(x, [self.crop_size, self.crop_size])
-        return x.contiguous()
+
+def crop_image(x: torch.Tensor, crop_size: int, random_crop: bool, resize_to: int | None = None,
+               horizontal_flip: bool = False) -> torch.Tensor:
+    """(3, H, W) -> (3, crop_size, crop_size): see ImageCrops."""
+    from torchvision.transforms.functional import center_crop, crop, hflip, resize
+
+    from zoo.io import _bicubic
+
+    shorter = resize_to if resize_to is not None else max(crop_size, min(x.shape[-2:]))
+    if shorter != min(x.shape[-2:]):
+        x = resize(x, shorter, interpolation=_bicubic(), antialias=True).clamp_(0, 1)
+    h, w = x.shape[-2:]
+    if h < crop_size or w < crop_size:
+        raise TokenizerError(f"resize_to={resize_to} is smaller than crop_size={crop_size}.")
+    if random_crop:
+        top, left = random.randint(0, h - crop_size), random.randint(0, w - crop_size)
+        x = crop(x, top, left, crop_size, crop_size)
+        if horizontal_flip and random.random() < 0.5:
+            x = hflip(x)
+    else:
+        x = center_crop(x, [crop_size, crop_size])
+    return x.contiguous()
 
 
 class ImageFolderData(LightningDataModule):
@@ -89,3 +98,45 @@ class ImageFolderData(LightningDataModule):
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+def _shard_image(sample, **crop) -> torch.Tensor:
+    from zoo.training.shards import decode_image, pick
+
+    return crop_image(decode_image(pick(sample, {s.lstrip(".") for s in IMAGE_SUFFIXES}, "image")[1]), **crop)
+
+
+class ImageShardData(LightningDataModule):
+    """Images streamed from WebDataset-style tar shards (zoo.training.shards): every sample's
+    first image member (.jpg, .png, ...), cropped as ImageFolderData crops. train_shards /
+    val_shards: tar names, a glob or a '{000..099}' pattern; validation reads its shards once, in
+    order. Each rank and loader worker reads its own share of the shards."""
+
+    def __init__(self, train_shards: str | list[str], val_shards: str | list[str] | None = None, crop_size: int = 256,
+                 resize_to: int | None = None, batch_size: int = 8, val_batch_size: int | None = None,
+                 num_workers: int = 0, horizontal_flip: bool = True, shuffle_buffer: int = 1000, seed: int = 0):
+        super().__init__()
+        self.train_shards, self.val_shards, self.crop_size, self.resize_to = train_shards, val_shards, crop_size, resize_to
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.horizontal_flip = num_workers, horizontal_flip
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
+
+    def _stream(self, shards, train: bool):
+        from zoo.training.shards import MappedStream, ShardStream
+
+        decode = partial(_shard_image, crop_size=self.crop_size, random_crop=train, resize_to=self.resize_to,
+                         horizontal_flip=train and self.horizontal_flip)
+        return MappedStream(ShardStream(shards, repeat=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed), decode)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._stream(self.train_shards, True)
+        self.val_set = self._stream(self.val_shards, False) if self.val_shards else None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, num_workers=self.num_workers)

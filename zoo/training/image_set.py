@@ -3,8 +3,9 @@
 Sources: the scenes of Debian's plasma-workspace-wallpapers package (photos and artwork up to
 5120x2880; `apt-get install plasma-workspace-wallpapers`) and scikit-image's bundled colour photos.
 Each source image gives several square crops at a few scales, resized to `size`. The held-out split
-is by source image (never crops of one photo on both sides): a fixed list of names, so the split is
-the same on every machine.
+is by source image (never crops of one photo on both sides): a fixed list of names. Crop positions
+are drawn from a generator seeded by the source's name, so a photo gives the same crops on every
+machine, whichever other sources are installed.
 """
 from __future__ import annotations
 
@@ -67,11 +68,11 @@ def build_image_set(out: str | Path, size: int = 256, crops_per_image: int = 8, 
             "and scikit-image (pip install scikit-image)."
         )
     out = Path(out)
-    rng = random.Random(seed)
     manifest = {"size": size, "crops_per_image": crops_per_image, "seed": seed, "train": [], "val": []}
     for name, source in tqdm(sources.items(), desc="image set", disable=not progress):
         image = _load(source)
         split = "val" if name in HELD_OUT else "train"
+        rng = random.Random(f"{seed}:{name}")  # per source: a photo's crops do not depend on which others exist
         short = min(image.shape[-2:])
         for i in range(crops_per_image):
             side = int(short * rng.uniform(0.35, 1.0))  # from close-up detail to the whole scene

@@ -7,6 +7,7 @@ features of the whole utterance (cached teacher features, text tokens spread ove
 utterance) can be cut to the crop."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,16 +60,20 @@ class SpeechFolder(Dataset):
     def __getitem__(self, index: int) -> SpeechItem:
         path = self.files[index]
         wav, _ = read_audio(path, sample_rate=self.sample_rate, mix_to_mono=True)
-        wav = wav[0]
-        full = wav.shape[0]
-        offset = 0
-        if self.crop is not None and full > self.crop:
-            if self.random_crop:
-                offset = int(torch.randint(0, full - self.crop + 1, ()).item())
-            wav = wav[offset: offset + self.crop]
+        wav, offset, full = crop_utterance(wav[0], self.crop, self.random_crop)
         transcript = path.with_suffix(".txt")
         text = transcript.read_text().strip() if transcript.is_file() else ""
         return SpeechItem(wav, offset, full, text, str(path.relative_to(self.root).with_suffix("")))
+
+
+def crop_utterance(wav: torch.Tensor, crop: int | None, random_crop: bool) -> tuple[torch.Tensor, int, int]:
+    """(T,) -> (the crop, its offset, T): a random or leading window of `crop` samples."""
+    full, offset = wav.shape[0], 0
+    if crop is not None and full > crop:
+        if random_crop:
+            offset = int(torch.randint(0, full - crop + 1, ()).item())
+        wav = wav[offset: offset + crop]
+    return wav, offset, full
 
 
 def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
@@ -111,3 +116,47 @@ class SpeechDataModule(LightningDataModule):
             return []
         return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers,
                           collate_fn=collate_speech)
+
+
+def _shard_utterance(sample, sample_rate: int, crop: int | None, random_crop: bool) -> SpeechItem:
+    from zoo.training.shards import decode_audio, pick
+
+    _, data = pick(sample, {s.lstrip(".") for s in AUDIO_SUFFIXES}, "audio")
+    wav, offset, full = crop_utterance(decode_audio(data, sample_rate), crop, random_crop)
+    text = sample["txt"].decode("utf-8").strip() if "txt" in sample else ""
+    return SpeechItem(wav, offset, full, text, sample["__key__"])
+
+
+class SpeechShardData(LightningDataModule):
+    """Speech streamed from WebDataset-style tar shards (zoo.training.shards): each sample's audio
+    member (.flac, .wav, ...) and its transcript (.txt) when present, keyed like SpeechFolder keys
+    files (so cached teacher features line up). Crops as SpeechDataModule crops; each rank and
+    loader worker reads its own share of the shards; validation reads its shards once, in order."""
+
+    def __init__(self, train_shards: str | list[str], val_shards: str | list[str] | None = None, sample_rate: int = 16000,
+                 crop_seconds: float = 1.0, val_crop_seconds: float | None = None, batch_size: int = 8,
+                 num_workers: int = 0, shuffle_buffer: int = 1000, seed: int = 0):
+        super().__init__()
+        self.train_shards, self.val_shards, self.sample_rate = train_shards, val_shards, sample_rate
+        self.crop_seconds, self.val_crop_seconds, self.batch_size = crop_seconds, val_crop_seconds, batch_size
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+
+    def _stream(self, shards, seconds: float | None, train: bool):
+        from zoo.training.shards import MappedStream, ShardStream
+
+        crop = None if seconds is None else max(1, round(seconds * self.sample_rate))
+        decode = partial(_shard_utterance, sample_rate=self.sample_rate, crop=crop, random_crop=train)
+        return MappedStream(ShardStream(shards, repeat=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed), decode)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._stream(self.train_shards, self.crop_seconds, True)
+        self.val_set = self._stream(self.val_shards, self.val_crop_seconds, False) if self.val_shards else None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, self.batch_size, num_workers=self.num_workers, collate_fn=collate_speech,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, collate_fn=collate_speech)

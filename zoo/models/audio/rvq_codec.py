@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrize
 
-from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, receptive_field_of
+from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, lecun_init_, receptive_field_of
 from zoo.errors import TokenizerError
 from zoo.quantize import ResidualVectorQuantizer
 from zoo.tokenizer import AudioTokenizer, TokenizerConfig
@@ -54,10 +54,15 @@ class RVQCodecConfig(TokenizerConfig):
     codebook_decay: float = 0.99
     kmeans_init: bool = True         # codebooks start at zero and are set by k-means on the first training batch
     kmeans_iters: int = 50
-    threshold_ema_dead_code: int = 2
+    threshold_ema_dead_code: float = 2  # EMA usage per batch below which a code restarts from the batch
     commitment_weight: float = 1.0
     # distillation head: first-layer quantized latent -> teacher feature size
     semantic_dimension: int = 768
+    # "torch": PyTorch's default conv init (what the released models were trained from). "lecun":
+    # normal(0, 1/fan_in) weights and zero biases; with the default init the signal shrinks ~0.6x per
+    # layer while the biases add up, so a fresh encoder's latent is almost constant over time and
+    # training from scratch stalls before it starts.
+    conv_init: str = "torch"
     # long audio: the sample-rate convolutions of clips longer than this run chunk by chunk
     chunk_seconds: float = 20.0
 
@@ -67,6 +72,8 @@ class RVQCodecConfig(TokenizerConfig):
             raise TokenizerError(f"activation must be 'ELU' or 'Snake', got {self.activation!r}.")
         if self.pad_mode not in PAD_MODES:
             raise TokenizerError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}.")
+        if self.conv_init not in ("torch", "lecun"):
+            raise TokenizerError(f"conv_init must be 'torch' or 'lecun', got {self.conv_init!r}.")
         if self.chunk_seconds <= 0:
             raise TokenizerError(f"chunk_seconds must be > 0, got {self.chunk_seconds}.")
 
@@ -120,6 +127,9 @@ class RVQCodec(AudioTokenizer):
         self.semantic_head = (nn.Linear(c.dimension, c.semantic_dimension)
                               if c.dimension != c.semantic_dimension else nn.Identity())
         self.decoder = SEANetDecoder(**backbone)
+        if c.conv_init == "lecun":
+            lecun_init_(self.encoder)
+            lecun_init_(self.decoder)
 
     # ---- metadata -----------------------------------------------------------------------
     @property

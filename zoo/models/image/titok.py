@@ -58,7 +58,7 @@ class TiTokConfig(TokenizerConfig):
     # training from scratch: k-means codebook init on the first batch, and restarts of codes used
     # less than this often (EMA count) from batch latents; both off in the released models
     kmeans_init: bool = False
-    threshold_ema_dead_code: int = 0
+    threshold_ema_dead_code: float = 0  # codes whose EMA usage per batch falls below this restart from the batch
     kl_weight: float = 1e-6            # weight of the VAE's KL term in aux_loss
     decoder_output: str = "proxy_codes"  # "proxy_codes" (MaskGIT-VQGAN pixel decoder) or "pixels"
     proxy_codebook_size: int = 1024
