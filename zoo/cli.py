@@ -337,19 +337,18 @@ def _data(args) -> int:
 def _export(args) -> int:
     from zoo.hub.export import export_checkpoint
 
-    def split(text: str, what: str) -> tuple[str, str]:
-        key, sep, value = text.partition("=")
-        if what == "KEY=VALUE" and not sep:
-            raise TokenizerError(f"--about {text!r} is not KEY=VALUE; write e.g. --about hardware='2-core CPU'.")
-        return (key, value) if sep else ("", key)
-
     reports = {}
     for item in args.metrics:
-        label, file = split(item, "[LABEL=]REPORT")
+        label, _, file = item.rpartition("=")  # LABEL=REPORT or REPORT
         if not Path(file).is_file():
             raise TokenizerError(f"--metrics {file} does not exist; write it with zoo eval --json.")
         reports[label] = json.loads(Path(file).read_text())
-    about = dict(split(item, "KEY=VALUE") for item in args.about)
+    about = {}
+    for item in args.about:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TokenizerError(f"--about {item!r} is not KEY=VALUE; write e.g. --about hardware='2-core CPU'.")
+        about[key] = value
     folder = export_checkpoint(args.checkpoint, args.out, reports=reports, use_ema=not args.no_ema, about=about,
                                description=args.description, license=args.license, name=args.name)
     print(f"{args.checkpoint} -> {folder} (config.json, model.safetensors, README.md"
