@@ -7,8 +7,6 @@ import importlib.util
 import time
 from pathlib import Path
 
-import torch
-
 from zoo.hub.defaults import DEFAULT_IMAGE_MODEL, DEFAULT_SPEECH_MODEL
 
 SAMPLES = Path(__file__).resolve().parent.parent / "hub" / "samples"

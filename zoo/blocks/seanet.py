@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from zoo.blocks.activations import make_activation
@@ -119,8 +120,12 @@ def lecun_init_(module: nn.Module) -> nn.Module:
             fan_in = conv.weight.shape[0] * max(1, k // conv.stride[0])
         else:                                     # weight (out, in, k)
             fan_in = conv.weight.shape[1] * k
+        weight = torch.randn_like(conv.weight) * fan_in ** -0.5
         with torch.no_grad():
-            conv.weight = torch.randn_like(conv.weight) * fan_in ** -0.5  # through weight norm's right_inverse
+            if parametrize.is_parametrized(conv, "weight"):
+                conv.weight = weight  # weight norm's right_inverse sets its direction and norm
+            else:
+                conv.weight.copy_(weight)
             if conv.bias is not None:
                 conv.bias.zero_()
     return module

@@ -176,7 +176,6 @@ class WhisperASR:
             raise TokenizerError("WhisperASR needs faster-whisper: pip install 'tokenizer-zoo[whisper]'.") from None
         from zoo.teachers.whisper import keep_torch_threads, resolve_whisper_path
 
-        self._threads = keep_torch_threads
         with keep_torch_threads():
             self.model = WhisperModel(str(resolve_whisper_path(model_path)), device="cpu", compute_type="float32",
                                       cpu_threads=threads)
@@ -184,10 +183,12 @@ class WhisperASR:
     def __call__(self, wav, sample_rate: int) -> str:
         import torchaudio.functional as AF
 
+        from zoo.teachers.whisper import keep_torch_threads
+
         x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, -1)
         if sample_rate != self.sample_rate:
             x = AF.resample(x, sample_rate, self.sample_rate)
-        with self._threads():
+        with keep_torch_threads():
             segments, _ = self.model.transcribe(x[0].numpy(), language="en", beam_size=1, vad_filter=False,
                                                 condition_on_previous_text=False)
             return " ".join(segment.text.strip() for segment in segments).strip()
