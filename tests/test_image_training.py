@@ -234,7 +234,7 @@ def _tiny_overrides():
 def test_module_losses_tail_drop_and_options(one_thread):
     from zoo.training.image_recon import ImageReconstruction
 
-    module = ImageReconstruction("onedpiece-l-256", _tiny_overrides(), perceptual_weight=1.0,
+    module = ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides=_tiny_overrides(), perceptual_weight=1.0,
                                  perceptual_backbone=TinyFeatures(), discriminator_weight=0.1,
                                  discriminator_channels=8, discriminator_layers=2, lecam_weight=0.1,
                                  tail_token_drop=True, min_kept_tokens=4, tail_drop_per_image=True)
@@ -246,17 +246,17 @@ def test_module_losses_tail_drop_and_options(one_thread):
     out = module.tokenizer.train()(x, num_tokens=torch.tensor([3, 16]))
     losses = module.generator_losses(x, out)
     assert losses.perceptual.item() > 0 and losses.total.item() > losses.reconstruction.item() - 1e-6
-    assert module.last_layer().requires_grad
+    assert module.tokenizer.last_decoder_layer().requires_grad
     with pytest.raises(TokenizerError, match="min_kept_tokens"):
-        ImageReconstruction("onedpiece-l-256", _tiny_overrides(), tail_token_drop=True, min_kept_tokens=17)
+        ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides=_tiny_overrides(), tail_token_drop=True, min_kept_tokens=17)
     with pytest.raises(WeightsUnavailableError):
-        ImageReconstruction("onedpiece-l-256", _tiny_overrides(), perceptual_weight=1.0)
+        ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides=_tiny_overrides(), perceptual_weight=1.0)
 
 
 def test_decoder_finetune_freezes_all_but_the_decoder():
     from zoo.training.image_recon import ImageReconstruction
 
-    module = ImageReconstruction("onedpiece-l-256", _tiny_overrides(), two_stage="decoder_finetune", ema_decay=None)
+    module = ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides=_tiny_overrides(), two_stage="decoder_finetune", ema_decay=None)
     trainable = {n.split(".")[0] for n, p in module.tokenizer.named_parameters() if p.requires_grad}
     assert trainable == {"decoder"}
     module.train()
@@ -356,7 +356,7 @@ def test_two_stage_proxy_codes_step(tmp_path, one_thread):
                      decoder_width=32, decoder_depth=1, decoder_heads=2, token_dim=8, codebook_size=32,
                      proxy_codebook_size=64, proxy_code_dim=8, pixel_decoder_channels=32,
                      pixel_decoder_channel_mult=(1, 1, 1), pixel_decoder_res_blocks=1)
-    module = ImageReconstruction("titok-l-32", overrides, lr=3e-3, two_stage="proxy_codes",
+    module = ImageReconstruction(tokenizer="titok-l-32", tokenizer_overrides=overrides, lr=3e-3, two_stage="proxy_codes",
                                  proxy_tokenizer=str(tmp_path / "proxy"), tail_token_drop=True, ema_decay=None)
     assert module.discriminator is None and module.perceptual is None
     pixel_decoder_before = {k: v.clone() for k, v in module.tokenizer.pixel_decoder.state_dict().items()}
@@ -365,11 +365,9 @@ def test_two_stage_proxy_codes_step(tmp_path, one_thread):
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, DataLoader(x.repeat(30, 1, 1, 1), batch_size=4), DataLoader(x, batch_size=4))
     assert float(trainer.callback_metrics["val/proxy_accuracy"]) > 0.3
-    from zoo.training.image_recon import proxy_code_logits
-
     module.tokenizer.eval()
     with torch.no_grad():
-        logits, _ = proxy_code_logits(module.tokenizer, x, None)
+        logits, _ = module.tokenizer.proxy_code_logits(x)
         target = module.proxy.encode(x).codes
     accuracy = (logits.flatten(2).argmax(1) == target).float().mean().item()
     assert accuracy > 0.3, accuracy  # chance is 1/64
@@ -377,7 +375,7 @@ def test_two_stage_proxy_codes_step(tmp_path, one_thread):
     for k, v in module.tokenizer.pixel_decoder.state_dict().items():
         assert torch.equal(v, pixel_decoder_before[k]), k
     with pytest.raises(TokenizerError, match="proxy_tokenizer"):
-        ImageReconstruction("titok-l-32", overrides, two_stage="proxy_codes")
+        ImageReconstruction(tokenizer="titok-l-32", tokenizer_overrides=overrides, two_stage="proxy_codes")
 
 
 @pytest.mark.parametrize("recipe", sorted(str(p.relative_to(RECIPES)) for p in [*RECIPES.glob("titok/*.yaml"), *RECIPES.glob("onedpiece/*.yaml")]))
@@ -410,9 +408,9 @@ def test_finetune_starts_from_a_checkpoint_folder(tmp_path):
     overrides = _tiny_overrides()
     trained = zoo.create("onedpiece-l-256", **overrides)
     trained.save_pretrained(tmp_path / "trained")
-    module = ImageReconstruction("onedpiece-l-256", overrides, checkpoint=str(tmp_path / "trained"))
+    module = ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides=overrides, checkpoint=str(tmp_path / "trained"))
     for (name, a), b in zip(module.tokenizer.state_dict().items(), trained.state_dict().values()):
         assert torch.equal(a, b), name
     assert module.tokenizer.training  # ready to train, although zoo.load returns eval-mode models
     with pytest.raises(CheckpointError, match="does not fit"):
-        ImageReconstruction("onedpiece-l-256", {**overrides, "encoder_width": 64}, checkpoint=str(tmp_path / "trained"))
+        ImageReconstruction(tokenizer="onedpiece-l-256", tokenizer_overrides={**overrides, "encoder_width": 64}, checkpoint=str(tmp_path / "trained"))

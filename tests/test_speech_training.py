@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -95,8 +96,10 @@ def test_espeak_generator_varies_voices(tmp_path):
 
 def test_every_speech_recipe_names_real_arguments():
     from zoo.training.codec import CodecTraining
+    from zoo.training.skeleton import AdversarialTraining
 
-    model_args = set(inspect.signature(CodecTraining.__init__).parameters)
+    model_args = set(inspect.signature(CodecTraining.__init__).parameters) | set(
+        inspect.signature(AdversarialTraining.__init__).parameters)
     data_args = set(inspect.signature(SpeechDataModule.__init__).parameters)
     recipes = sorted(RECIPES.glob("*.yaml"))
     assert len(recipes) >= 6
@@ -105,6 +108,16 @@ def test_every_speech_recipe_names_real_arguments():
         assert cfg["model"]["class_path"] == "zoo.training.codec.CodecTraining", path.name
         assert set(cfg["model"]["init_args"]) <= model_args, (path.name, set(cfg["model"]["init_args"]) - model_args)
         assert set(cfg["data"]["init_args"]) <= data_args, path.name
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_speech_recipes_parse(recipe, capsys):
+    """Every speech recipe's terms and teachers parse (--print_config instantiates nothing)."""
+    from zoo.training.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(RECIPES / recipe), "--print_config"])
+    assert e.value.code == 0, capsys.readouterr().err[-2000:]
 
 
 def _fit(recipe: str, speech_dir: Path, log_dir: Path, *extra: str) -> dict[str, list[float]]:
@@ -153,8 +166,9 @@ def test_training_from_cached_teacher_features_and_export(speech_dir, tmp_path):
     logs = _fit("speechtokenizer-tiny.yaml", speech_dir, tmp_path / "logs", "--trainer.max_steps", "4",
                 "--data.init_args.random_crop", "true", "--data.init_args.val_dir", str(speech_dir),
                 "--trainer.limit_val_batches", "1",
-                "--model.init_args.semantic_teacher", "zoo.teachers.CachedTeacher",
-                "--model.init_args.semantic_teacher.init_args.folder", str(tmp_path / "cache"),
+                "--model.init_args.terms", json.dumps([{"class_path": "zoo.training.terms.SemanticDistill", "init_args": {
+                    "weight": 50.0, "teacher": {"class_path": "zoo.teachers.CachedTeacher",
+                                                "init_args": {"folder": str(tmp_path / "cache")}}}}]),
                 "--model.init_args.export_dir", str(export))
     assert len(logs["train/semantic"]) == 4
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
@@ -164,34 +178,72 @@ def test_training_from_cached_teacher_features_and_export(speech_dir, tmp_path):
     wav = read_audio(next(speech_dir.glob("*.wav")), 16000)[0][None, :, :4000]
     assert codec.encode(wav).codes.shape == (1, 2, 13)
     # fine-tuning starts from such a folder (with the recipe's overrides, which must fit it)
-    from zoo.training.codec import build_codec
-    overrides = yaml.safe_load((RECIPES / "speechtokenizer-tiny.yaml").read_text())["model"]["init_args"]["codec_overrides"]
-    again = build_codec("speechtokenizer-hubert-avg", overrides, checkpoint=str(export))
+    from zoo.training.common import build_tokenizer
+    overrides = yaml.safe_load((RECIPES / "speechtokenizer-tiny.yaml").read_text())["model"]["init_args"]["tokenizer_overrides"]
+    again = build_tokenizer("speechtokenizer-hubert-avg", overrides, checkpoint=str(export))
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in codec.state_dict().items())
     with pytest.raises(TokenizerError):
-        build_codec("speechtokenizer-hubert-avg", dict(overrides, dimension=8), checkpoint=str(export))
+        build_tokenizer("speechtokenizer-hubert-avg", dict(overrides, dimension=8), checkpoint=str(export))
 
 
-def test_codec_training_refuses_mismatched_teachers():
+TINY_CODEC = dict(n_filters=4, dimension=16, lstm_layers=0, num_quantizers=2, codebook_size=16, semantic_dimension=16)
+SMALL_DISCRIMINATORS = dict(discriminator_channels=4, discriminator_max_channels=16)
+
+
+def test_codec_training_refuses_mismatched_terms_and_teachers():
     from zoo.teachers import RandomSpeechTeacher, RandomTextTeacher
     from zoo.training.codec import CodecTraining
+    from zoo.training.terms import ContextDistill, SemanticDistill
 
-    tiny = dict(n_filters=4, dimension=16, lstm_layers=0, num_quantizers=2, codebook_size=16, semantic_dimension=16)
-    with pytest.raises(TokenizerError, match="needs a speech teacher"):
-        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer")
+    def module(name="speechtokenizer-hubert-avg", overrides=TINY_CODEC, **kwargs):
+        return CodecTraining(tokenizer=name, tokenizer_overrides=overrides, **SMALL_DISCRIMINATORS, **kwargs)
+
     with pytest.raises(TokenizerError, match="semantic_dimension"):
-        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer",
-                      semantic_teacher=RandomSpeechTeacher(dim=8))
-    with pytest.raises(TokenizerError, match="must give speech features"):
-        CodecTraining("speechtokenizer-hubert-avg", tiny, distillation="speechtokenizer",
-                      semantic_teacher=RandomTextTeacher(dim=16))
-    with pytest.raises(TokenizerError, match="uses no speech teacher"):
-        CodecTraining("speechtokenizer-hubert-avg", tiny, semantic_teacher=RandomSpeechTeacher(dim=16))
-    plain = CodecTraining("speechtokenizer-hubert-avg", tiny, discriminator_channels=4, discriminator_max_channels=16)
-    assert plain.teachers == {"speech": None, "text": None} and plain.context_head is None
+        module(terms=[SemanticDistill(RandomSpeechTeacher(dim=8))])
+    with pytest.raises(TokenizerError, match="distils toward speech features"):
+        SemanticDistill(RandomTextTeacher(dim=16))
+    with pytest.raises(TokenizerError, match="distils toward text features"):
+        ContextDistill(RandomSpeechTeacher(dim=16))
+    with pytest.raises(TokenizerError, match="distinct names"):
+        module(terms=[SemanticDistill(RandomSpeechTeacher(16)), SemanticDistill(RandomSpeechTeacher(16))])
+    with pytest.raises(TokenizerError, match="not an audio tokenizer"):
+        module("onedpiece-l-256", dict(image_size=32, patch_size=8, num_tokens=4, encoder_width=16, encoder_depth=1,
+                                       decoder_width=16, decoder_depth=1, encoder_heads=2, decoder_heads=2,
+                                       decoder_output="pixels"))
+    plain = module()
+    assert len(plain.terms) == 0 and plain.discriminator is not None
     with pytest.raises(TokenizerError, match="FuseCodec"):
-        CodecTraining("dmcodec-lm-sm", tiny, distillation="dmcodec_lm_sm", fuse_features=True,
-                      semantic_teacher=RandomSpeechTeacher(16), context_teacher=RandomTextTeacher(16))
+        module("dmcodec-lm-sm", fuse_features=True,
+               terms=[SemanticDistill(RandomSpeechTeacher(16)), ContextDistill(RandomTextTeacher(16))])
+
+
+def test_terms_with_alike_teachers_share_one_and_run_it_once(monkeypatch):
+    """Two terms built with the same teacher settings run that teacher once a batch; a teacher with
+    other weights (another seed) stays separate."""
+    from zoo.teachers import RandomSpeechTeacher, RandomTextTeacher
+    from zoo.training.codec import CodecTraining
+    from zoo.training.speech_data import SpeechBatch
+    from zoo.training.terms import AlignedContextDistill, GlobalContextSupervision, GlobalSemanticSupervision, SemanticDistill
+
+    terms = [SemanticDistill(RandomSpeechTeacher(16)), GlobalSemanticSupervision(RandomSpeechTeacher(16)),
+             GlobalContextSupervision(RandomTextTeacher(24)), AlignedContextDistill(RandomTextTeacher(24, seed=1))]
+    module = CodecTraining(tokenizer="fusecodec-16k", tokenizer_overrides=dict(TINY_CODEC, context_dimension=24),
+                           terms=terms, **SMALL_DISCRIMINATORS)
+    assert terms[0].teacher is terms[1].teacher and terms[2].teacher is not terms[3].teacher
+    calls = []
+    for teacher in {id(t.teacher): t.teacher for t in terms}.values():
+        original = teacher._features
+        monkeypatch.setattr(teacher, "_features", lambda *a, _f=original: calls.append(1) or _f(*a))
+    wav = torch.randn(2, 1, 3200) * 0.1
+    batch = SpeechBatch(wav, torch.tensor([3200, 1600]), torch.zeros(2, dtype=torch.long), torch.tensor([3200, 1600]),
+                        ["a few words here", "two words"], ["a", "b"])
+    out, recon, rec, losses = module.losses(batch)
+    assert len(calls) == 3  # one speech teacher (shared), two text teachers (different seeds)
+    assert list(losses) == ["semantic", "semantic_global", "context_global", "context_aligned"]
+    assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
+    # each text term trains a projection of its own; the exported codec holds none of them
+    assert {n.split(".")[1] for n, _ in module.named_parameters() if n.startswith("terms.")} == {"2", "3"}
+    assert not any("projection" in k for k in module.tokenizer.state_dict())
 
 
 def test_noise_floor_fills_digital_silence_but_not_padding():

@@ -154,6 +154,17 @@ class Tokenizer(nn.Module):
     def _encode(self, x: torch.Tensor, **opts) -> Tokens:
         raise NotImplementedError
 
+    # ---- what training uses ---------------------------------------------------------------
+    def last_decoder_layer(self) -> torch.Tensor:
+        """The weight an adaptive GAN loss weight is measured on (the gradients of the
+        reconstruction and adversarial losses there are compared). Default: the last trainable
+        matrix or conv weight in registration order; a family whose decoder is not registered
+        last names its own."""
+        weights = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        if not weights:
+            raise TokenizerError(f"{type(self).__name__} has no trainable weight matrix for the adaptive GAN weight.")
+        return weights[-1]
+
     def _decode(self, tokens: Tokens) -> torch.Tensor:
         raise NotImplementedError
 

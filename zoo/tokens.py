@@ -11,6 +11,11 @@ from safetensors.torch import load_file, save_file
 from zoo.errors import TokenizerError
 
 
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(B,) lengths -> (B, max_length) bool mask, True on valid positions."""
+    return torch.arange(max_length, device=lengths.device)[None] < lengths[:, None]
+
+
 @dataclass
 class Tokens:
     """Discrete codes plus what is needed to read them.

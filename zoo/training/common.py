@@ -1,9 +1,8 @@
-"""Pieces every training regime uses: building the tokenizer a recipe names, and one manual
-optimizer step."""
+"""Pieces every training regime uses: building the tokenizer a recipe names, and knowing when its
+codebooks are ready."""
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningModule
 
 import zoo
 from zoo.tokenizer import Tokenizer, load_state_dict_checked
@@ -28,12 +27,3 @@ def codebooks_ready(module: torch.nn.Module) -> bool:
     """False while any quantizer inside waits for its k-means init (its first training batch):
     validation before that, e.g. Lightning's sanity check, would have no codes to look at."""
     return all(m.is_initialised for m in module.modules() if hasattr(m, "is_initialised"))
-
-
-def optimizer_step(module: LightningModule, optimizer, loss: torch.Tensor, grad_clip: float | None = None) -> None:
-    """zero_grad, backward (through Lightning, so precision and DDP apply), optional norm clipping, step."""
-    optimizer.zero_grad(set_to_none=True)
-    module.manual_backward(loss)
-    if grad_clip:
-        module.clip_gradients(optimizer, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
-    optimizer.step()

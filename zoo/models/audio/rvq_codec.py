@@ -140,6 +140,16 @@ class RVQCodec(AudioTokenizer):
     def hop_length(self) -> int:
         return self.encoder.hop_length
 
+    @property
+    def latent_dimension(self) -> int:
+        """Channels of the latent each quantizer layer quantizes."""
+        return self.config.dimension
+
+    @property
+    def semantic_dimension(self) -> int:
+        """Channels of `semantic_features`, the projection of the first layer that is distilled."""
+        return self.config.semantic_dimension
+
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)
 

@@ -224,6 +224,22 @@ class TiTok(ImageTokenizer):
         out = self.decoder(latents, padding)
         return self.pixel_decoder(out) if self.pixel_decoder is not None else out
 
+    def proxy_code_logits(self, x: torch.Tensor, num_tokens: int | torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass of a two-stage model's first stage, up to its ViT decoder: the logits over
+        the proxy VQGAN's codes at every patch (B, proxy_codebook_size, G, G) and the quantizer's
+        aux loss, keeping the first `num_tokens` tokens of each image."""
+        if self.config.decoder_output != "proxy_codes":
+            raise TokenizerError("proxy_code_logits needs a two-stage TiTok (decoder_output 'proxy_codes').")
+        z = self.encoder(x)
+        latents, _, aux_loss = self.quantizer(z)
+        lengths = self.kept_lengths(num_tokens, x.shape[0])
+        padding = None
+        if lengths is not None:
+            latents = latents[:, :int(lengths.max())]
+            padding = torch.arange(latents.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, n)
+        return self.decoder(latents, padding), aux_loss
+
     # ---- the API ---------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> Tokens:
         z = self.encoder(x)  # (B, N, C) or (B, N, 2C)
