@@ -117,8 +117,12 @@ def test_batch_with_per_image_lengths_decodes_like_each_prefix_alone(kind):
     api = model.decode(tokens)
     for i, k in enumerate([1, 4, 8]):
         alone = model.decode_latents(latents[i:i + 1, :k])
-        torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=1e-5, rtol=1e-4)
+        # The batch runs attention over a padded sequence, the image alone over its own prefix: fp32
+        # sums in another order, then amplified by the pixel decoder's convolutions. Measured over 6
+        # seeds at 1 and 2 threads: at most 7e-6 of the output's scale; leaked padding gives ~1e-1.
+        atol = 1e-4 * float(alone.abs().max().clamp(min=1))
+        torch.testing.assert_close(batch[i:i + 1], alone, atol=atol, rtol=0)
+        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=atol, rtol=0)
     # a prefix is not the full decode: the tail tokens carry information
     full = latents_of(model, model.encode(x))
     assert (model.decode_latents(full[:, :2]) - model.decode_latents(full)).abs().max() > 1e-3

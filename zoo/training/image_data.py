@@ -16,6 +16,7 @@ from zoo.io import IMAGE_SUFFIXES
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; a clear error when there are none."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise TokenizerError(f"image folder {folder} does not exist or is not a folder.")

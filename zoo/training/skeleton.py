@@ -134,9 +134,11 @@ class AdversarialTraining(LightningModule):
         return codebooks_ready(self.trained_tokenizer())
 
     def adversarial_on(self) -> bool:
+        """Whether the discriminator trains, and the generator sees its terms, in this batch."""
         return self.discriminator is not None and int(self.batches_seen) >= self.hparams.discriminator_start
 
     def lr_factor(self) -> float:
+        """Linear warm-up of the learning rate over `warmup_steps` batches."""
         warmup = self.hparams.warmup_steps
         return min(1.0, (int(self.batches_seen) + 1) / warmup) if warmup > 0 else 1.0
 

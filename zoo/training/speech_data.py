@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import TokenizerError
 from zoo.io import read_audio
-from zoo.teachers.cache import AUDIO_SUFFIXES
+from zoo.io import AUDIO_SUFFIXES
 
 
 class SpeechItem(NamedTuple):
+    """One (cropped) utterance as the folder dataset gives it."""
+
     wav: torch.Tensor   # (T,)
     offset: int         # crop start, samples into the (resampled) utterance
     full_length: int    # samples of the whole utterance
@@ -29,6 +31,8 @@ class SpeechItem(NamedTuple):
 
 
 class SpeechBatch(NamedTuple):
+    """A padded batch of utterances with what teachers and masks need."""
+
     wav: torch.Tensor            # (B, 1, T) zero-padded
     lengths: torch.Tensor        # (B,) valid samples
     offsets: torch.Tensor        # (B,) crop starts
@@ -38,6 +42,8 @@ class SpeechBatch(NamedTuple):
 
 
 class SpeechFolder(Dataset):
+    """Audio files under a folder (recursively), resampled, mono, optionally cropped, with transcripts."""
+
     def __init__(self, root: str | Path, sample_rate: int, crop_seconds: float | None = None,
                  random_crop: bool = True, require_transcripts: bool = False, min_seconds: float = 0.0):
         self.root = Path(root).expanduser()
@@ -77,6 +83,7 @@ def crop_utterance(wav: torch.Tensor, crop: int | None, random_crop: bool) -> tu
 
 
 def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
+    """Zero-pad items to the longest and stack them into a SpeechBatch."""
     lengths = torch.tensor([it.wav.shape[0] for it in items], dtype=torch.long)
     wav = torch.zeros(len(items), 1, int(lengths.max()))
     for i, it in enumerate(items):

@@ -43,6 +43,7 @@ SENTENCES = (
 
 
 def espeak_available() -> bool:
+    """Whether the espeak-ng binary is on the PATH."""
     return shutil.which("espeak-ng") is not None
 
 
@@ -81,6 +82,7 @@ def make_speech_set(out_dir: str | Path, count: int = 32, sample_rate: int = 160
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: speak a transcribed set into a folder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--count", type=int, default=32)

@@ -20,6 +20,8 @@ ALIGNMENTS = ("duration", "uniform")
 
 
 class _TextTerm(Term):
+    """A term toward a text teacher through a projection of the mean of the quantizer layers."""
+
     teacher_modality = "text"
 
     def __init__(self, teacher: Teacher, weight: float = 1.0, alignment: Literal["duration", "uniform"] = "duration",
@@ -38,6 +40,7 @@ class _TextTerm(Term):
         return self.projection(out.layer_quantized)
 
     def durations(self, targets: TeacherTargets) -> torch.Tensor | None:
+        """Per-token duration weights for the alignment (None: tokens spread evenly)."""
         return targets.features(self.teacher).durations if self.alignment == "duration" else None
 
 
