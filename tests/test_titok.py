@@ -115,10 +115,12 @@ def test_batch_with_per_image_lengths_decodes_like_each_prefix_alone(kind):
     latents = latents_of(model, tokens)
     batch = model.decode_latents(latents, tokens.lengths)  # unclamped: random weights leave [0, 1]
     api = model.decode(tokens)
+    # float32 rounding through the pixel decoder reaches 1.2e-5 here (other matmul shapes in the batch); unmasked
+    # tail tokens change the output by more than 1e-3 (checked below), so atol 1e-4 still catches a masking mistake
     for i, k in enumerate([1, 4, 8]):
         alone = model.decode_latents(latents[i:i + 1, :k])
-        torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=1e-4, rtol=1e-4)
     # a prefix is not the full decode: the tail tokens carry information
     full = latents_of(model, model.encode(x))
     assert (model.decode_latents(full[:, :2]) - model.decode_latents(full)).abs().max() > 1e-3
@@ -142,15 +144,6 @@ def test_bad_token_counts_are_clear_errors():
         model.encode(images(), num_tokens=torch.tensor([1, 2, 3]))
     with pytest.raises(TokenizerError, match="32x32"):
         model.encode(images(2, 64))
-
-
-def test_tail_token_drop_lengths():
-    model = tiny(cls=OneDPiece)
-    g = torch.Generator().manual_seed(0)
-    shared = model.sample_kept_lengths(64, generator=g)
-    assert shared.shape == (64,) and shared.unique().numel() == 1
-    per_image = model.sample_kept_lengths(256, per_image=True, generator=g)
-    assert int(per_image.min()) >= 1 and int(per_image.max()) <= 8 and per_image.unique().numel() > 4
 
 
 # ---- training pass ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import TokenizerError
 from zoo.io import read_audio
-from zoo.teachers.cache import AUDIO_SUFFIXES
+from zoo.io import AUDIO_SUFFIXES
 
 
 class SpeechItem(NamedTuple):
