@@ -14,7 +14,8 @@ import torch
 
 from zoo.card import make_model_card
 from zoo.errors import CheckpointError
-from zoo.tokenizer import Tokenizer, load_state_dict_checked
+from zoo.io import load_state_dict_checked
+from zoo.tokenizer import Tokenizer
 
 # (name key, overrides key, state-dict prefix) of each training regime
 REGIMES = (("tokenizer", "tokenizer_overrides", "tokenizer."), ("codec", "codec_overrides", "codec."))

@@ -17,8 +17,8 @@ import torch
 
 from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
 from zoo.hub.sources import fetch_file, fetch_pretrained_folder
-from zoo.io import read_checkpoint
-from zoo.tokenizer import CONFIG_NAME, Tokenizer, TokenizerConfig, load_state_dict_checked
+from zoo.io import load_state_dict_checked, read_checkpoint
+from zoo.tokenizer import CONFIG_NAME, Tokenizer, TokenizerConfig
 
 StateDict = dict[str, torch.Tensor]
 # official state dict + our config -> state dict in our key layout
@@ -38,6 +38,8 @@ class WeightSource:
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered name: the architecture, its config, where its weights are, what they are."""
+
     name: str
     model_class: type[Tokenizer]
     config: TokenizerConfig
@@ -50,9 +52,13 @@ class ModelEntry:
     download_page: str | None = None          # weights published outside the hub (fetch by hand, pass checkpoint=)
 
     def build(self, **overrides) -> Tokenizer:
+        """The registered architecture (config fields overridden), random weights, with the entry's facts."""
         config = self.config.replace(**overrides) if overrides else self.config
-        model = self.model_class(config)
-        model.name = self.name
+        return self.describe(self.model_class(config))
+
+    def describe(self, model: Tokenizer) -> Tokenizer:
+        """Attach this entry's name, licence and description to `model` (its card reads them)."""
+        model.name, model.license, model.description = self.name, self.license, self.description
         return model
 
 
@@ -83,6 +89,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def model_entry(name: str) -> ModelEntry:
+    """The registered entry of `name`; an unknown name is an error suggesting close ones."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else " `zoo list` shows the registered names."
@@ -109,9 +116,7 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
         if checkpoint is not None:
             return _load_checkpoint(entry, Path(checkpoint))
         if entry.embedded is not None:
-            model = Tokenizer.from_pretrained(entry.embedded)
-            model.name = entry.name
-            return model
+            return entry.describe(Tokenizer.from_pretrained(entry.embedded))
         if entry.source is None and entry.download_page:
             raise WeightsUnavailableError(
                 f"{entry.name}'s weights are published at {entry.download_page}, not on the Hugging Face hub; "
@@ -140,9 +145,7 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
 
 def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
     if path.is_dir() and (path / CONFIG_NAME).is_file() and '"architecture"' in (path / CONFIG_NAME).read_text():
-        model = Tokenizer.from_pretrained(path)  # one of our own folders
-        model.name = entry.name
-        return model
+        return entry.describe(Tokenizer.from_pretrained(path))  # one of our own folders
     state = read_checkpoint(path)
     model = entry.build()
     ours = set(model.state_dict())

@@ -27,6 +27,7 @@ def hf_cache_dir() -> Path:
 
 
 def sha256_of(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -35,6 +36,7 @@ def sha256_of(path: str | Path) -> str:
 
 
 def check_sha256(path: Path, expected: str) -> None:
+    """Raise a CheckpointError when the file's sha256 is not the recorded one."""
     actual = sha256_of(path)
     if actual != expected.lower():
         raise CheckpointError(

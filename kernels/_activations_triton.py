@@ -86,6 +86,7 @@ def _gelu_launch(x2, bias, dy, out, tanh_approx):
 
 
 def gelu_triton(x, bias=None, approximate: str = "none"):
+    """GELU(x + bias) in one Triton pass, differentiable (tanh approximation when asked)."""
     return _Gelu.apply(x, bias, approximate == "tanh")
 
 
@@ -139,6 +140,7 @@ class _SwiGLU(torch.autograd.Function):
 
 
 def swiglu_triton(gate, up):
+    """silu(gate) * up in one Triton pass, differentiable."""
     return _SwiGLU.apply(gate, up)
 
 
@@ -197,4 +199,5 @@ class _Snake(torch.autograd.Function):
 
 
 def snake_triton(x, alpha):
+    """Snake x + sin^2(alpha x) / alpha in one Triton pass, differentiable."""
     return _Snake.apply(x, alpha)

@@ -35,6 +35,7 @@ def _rows(z: torch.Tensor) -> torch.Tensor:
 
 
 def fsq_round_triton(z: torch.Tensor, levels: tuple[int, ...], block_m: int = 128):
+    """FSQ rounding and code packing of z (..., C) in one Triton pass -> (quantized, codes)."""
     flat = _rows(z)
     m, c = flat.shape
     t = fsq_tables(levels, z.device)
@@ -64,6 +65,7 @@ def _lfq_kernel(z_ptr, q_ptr, code_ptr, M, C, scale, stride_zm, stride_zc,
 
 
 def lfq_round_triton(z: torch.Tensor, scale: float = 1.0, block_m: int = 128):
+    """LFQ sign quantization and bit packing of z (..., C) in one Triton pass -> (quantized, codes)."""
     flat = _rows(z)
     m, c = flat.shape
     quantized = torch.empty(m, c, dtype=z.dtype, device=z.device)

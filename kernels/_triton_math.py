@@ -5,6 +5,7 @@ import triton.language as tl
 
 @triton.jit
 def tanh(x):
+    """tanh inside a Triton kernel, also under the interpreter."""
     # tl has no tanh that also runs in the interpreter; exp(-2|x|) never overflows.
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
@@ -13,6 +14,7 @@ def tanh(x):
 
 @triton.jit
 def round_half_even(x):
+    """Round to nearest, halves to even (torch.round's rule), inside a Triton kernel."""
     # torch.round's rule: halves go to the even neighbour.
     r = tl.floor(x + 0.5)
     is_half = (r - x) == 0.5
@@ -21,4 +23,5 @@ def round_half_even(x):
 
 
 def next_pow2(n: int, floor: int = 16) -> int:
+    """The next power of two >= n, at least `floor` (a Triton block size)."""
     return max(floor, triton.next_power_of_2(n))

@@ -22,6 +22,7 @@ APPROXIMATIONS = ("none", "tanh")
 
 
 def gelu_reference(x: torch.Tensor, bias: torch.Tensor | None = None, approximate: str = "none") -> torch.Tensor:
+    """GELU(x + bias) in plain torch."""
     return F.gelu(x if bias is None else x + bias, approximate=approximate)
 
 
@@ -37,6 +38,7 @@ def gelu(x: torch.Tensor, bias: torch.Tensor | None = None, approximate: str = "
 
 
 def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up in plain torch."""
     return F.silu(gate) * up
 
 
@@ -57,6 +59,7 @@ def _snake_alpha(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 def snake_reference(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Snake x + sin^2(alpha x) / (alpha + eps) in plain torch, alpha per channel of (B, C, T)."""
     a = _snake_alpha(x, alpha).view(1, -1, 1)
     return x + (a + SNAKE_EPS).reciprocal() * torch.sin(a * x).pow(2)
 

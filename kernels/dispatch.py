@@ -66,6 +66,7 @@ def force_reference():
 
 @lru_cache(maxsize=None)
 def triton_available() -> bool:
+    """Whether triton can be imported."""
     try:  # only reached for CUDA tensors (or mode "triton"), so CPU-only use never imports triton
         import triton  # noqa: F401
     except ImportError:

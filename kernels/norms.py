@@ -21,6 +21,8 @@ from zoo.kernels.dispatch import triton_module, use_triton
 
 
 class AddNormOutput(NamedTuple):
+    """The normalized sum and the sum itself (the residual stream the next block adds to)."""
+
     normed: torch.Tensor        # (B, ..., D)
     new_residual: torch.Tensor  # (B, ..., D): x + residual, the stream the next block adds to
 
@@ -49,12 +51,14 @@ def _modulate(y: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor |
 
 def add_layer_norm_reference(x, residual=None, weight=None, bias=None, eps: float = 1e-5, shift=None,
                              scale=None) -> AddNormOutput:
+    """LayerNorm(x + residual) (optionally modulated by shift / scale) in plain torch."""
     _check(x, residual, weight, bias, shift, scale)
     h = x if residual is None else x + residual
     return AddNormOutput(_modulate(F.layer_norm(h, (h.shape[-1],), weight, bias, eps), shift, scale), h)
 
 
 def add_rms_norm_reference(x, residual=None, weight=None, eps: float = 1e-6, shift=None, scale=None) -> AddNormOutput:
+    """RMSNorm(x + residual) (optionally modulated by shift / scale) in plain torch."""
     _check(x, residual, weight, None, shift, scale)
     h = x if residual is None else x + residual
     return AddNormOutput(_modulate(F.rms_norm(h, (h.shape[-1],), weight, eps), shift, scale), h)

@@ -20,6 +20,8 @@ FSQ_EPS = 1e-3
 
 
 class ScalarQuantized(NamedTuple):
+    """Quantized values (input dtype) and their packed integer codes."""
+
     quantized: torch.Tensor  # (..., C), dtype of the input
     codes: torch.Tensor      # (...,) long
 
@@ -34,6 +36,7 @@ class FSQTables(NamedTuple):
 
 
 def fsq_tables(levels: tuple[int, ...], device: torch.device | str = "cpu") -> FSQTables:
+    """Per-channel constants of FSQ with these levels: shift, half range, offset, half width, code basis."""
     lv = torch.tensor(levels, dtype=torch.int32, device=device)
     half_l = (lv - 1) * (1 + FSQ_EPS) / 2
     offset = torch.where(lv % 2 == 0, 0.5, 0.0).to(device)
@@ -50,6 +53,7 @@ def _check_levels(z: torch.Tensor, levels: tuple[int, ...]) -> None:
 
 
 def fsq_round_reference(z: torch.Tensor, levels: tuple[int, ...]) -> ScalarQuantized:
+    """FSQ in plain torch: bound with tanh, round, pack the per-channel levels into one code."""
     _check_levels(z, levels)
     t = fsq_tables(tuple(levels), z.device)
     bounded = torch.tanh(z.float() + t.shift) * t.half_l - t.offset
@@ -67,6 +71,7 @@ def fsq_round(z: torch.Tensor, levels: tuple[int, ...]) -> ScalarQuantized:
 
 
 def lfq_round_reference(z: torch.Tensor, scale: float = 1.0) -> ScalarQuantized:
+    """LFQ in plain torch: +-scale by sign, the signs packed as bits into one code."""
     positive = z > 0
     bits = 2 ** torch.arange(z.shape[-1] - 1, -1, -1, device=z.device)
     quantized = torch.where(positive, scale, -scale).to(z.dtype)

@@ -52,9 +52,64 @@ def test_encode_decode_reconstruct_files(tmp_path, capsys):
 def test_console_script_and_light_import():
     done = subprocess.run(["zoo", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "reconstruct" in done.stdout
-    # inference needs no training machinery
-    code = "import sys, zoo; zoo.list_models(); assert 'lightning' not in sys.modules, 'lightning imported'"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # inference needs no training machinery: build, load, encode and decode both embedded defaults
+    code = """
+import sys, torch, zoo
+zoo.create("titok-s-128")
+image = zoo.load("zoo-image-onedpiece-64")
+assert image.decode(image.encode(torch.rand(1, 3, 64, 64))).shape == (1, 3, 64, 64)
+codec = zoo.load("zoo-speech-rvq-16k")
+assert codec.decode(codec.encode(0.1 * torch.randn(1, 1, 8000))).shape == (1, 1, 8000)
+heavy = ["lightning", "pytorch_lightning", "zoo.training", "zoo.losses", "zoo.blocks.discriminators_audio",
+         "zoo.blocks.discriminators_image"]
+loaded = [m for m in heavy if m in sys.modules]
+assert not loaded, f"inference imported {loaded}"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_opt_passes_typed_options_to_encode_decode_and_reconstruct(tmp_path, capsys):
+    from zoo.models.audio.speechtokenizer import SpeechTokenizer, SpeechTokenizerConfig
+
+    torch.manual_seed(0)
+    codec = SpeechTokenizer(SpeechTokenizerConfig(n_filters=4, strides=(4, 2), dimension=16, semantic_dimension=8,
+                                                  num_quantizers=3, codebook_size=32, lstm_layers=0,
+                                                  bidirectional_encoder_lstm=False, kmeans_init=False))
+    folder = codec.save_pretrained(tmp_path / "codec")
+    sf.write(tmp_path / "s.wav", (0.1 * np.random.randn(1600)).astype(np.float32), 16000)
+    common = ["--model", str(folder), str(tmp_path / "s.wav"), "--out", str(tmp_path / "o")]
+    assert main(["reconstruct", *common, "--opt", "n_q=2", "--opt", "chunk_seconds=0.01"]) == 0
+    assert "codes (1, 2, 200)" in capsys.readouterr().out
+    assert main(["encode", *common, "--opt", "n_q=1"]) == 0
+    assert "codes (1, 1, 200)" in capsys.readouterr().out
+    tokens = str(tmp_path / "o" / "s.tokens.safetensors")
+    assert main(["decode", "--model", str(folder), tokens, "--opt", "chunk_seconds=0.01", "--out", str(tmp_path / "d")]) == 0
+    assert sf.info(str(tmp_path / "d" / "s.wav")).frames == 1600
+    image = zoo.create("test-tiny-image-a").save_pretrained(tmp_path / "img")
+    write_image(tmp_path / "a.png", torch.rand(3, 32, 32))
+    assert main(["reconstruct", "--model", str(image), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                 "--opt", "noise_scale=0.2", "--opt", "seed=1"]) == 0
+
+
+@pytest.mark.parametrize("command, opts, message", [
+    ("reconstruct", ["--opt", "n_q=2.5"], "--opt n_q=2.5: option 'n_q' takes int | None, got '2.5'."),
+    ("reconstruct", ["--opt", "steps=4"], "has no reconstruct option 'steps'"),
+    ("encode", ["--opt", "n_q"], "--opt 'n_q' is not KEY=VALUE"),
+    ("encode", ["--n-q", "1", "--opt", "n_q=2"], "option 'n_q' is given twice"),
+    ("encode", ["--num-tokens", "4"], "'num_tokens' is an option of image tokenizers"),
+    ("decode", ["--opt", "n_q=1"], "'n_q' is an encode option here: pass it to encode()"),
+])
+def test_bad_opt_is_a_one_line_error(tmp_path, capsys, command, opts, message):
+    folder = zoo.create("test-tiny-audio").save_pretrained(tmp_path / "codec")
+    sf.write(tmp_path / "s.wav", (0.1 * np.random.randn(1600)).astype(np.float32), 16000)
+    target = str(tmp_path / "s.wav")
+    if command == "decode":
+        zoo.load(folder).encode(torch.randn(1, 1, 1600) * 0.1).save(tmp_path / "s.tokens.safetensors")
+        target = str(tmp_path / "s.tokens.safetensors")
+    assert main([command, "--model", str(folder), target, *opts, "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_kernels_command(capsys):

@@ -148,15 +148,6 @@ def test_bad_token_counts_are_clear_errors():
         model.encode(images(2, 64))
 
 
-def test_tail_token_drop_lengths():
-    model = tiny(cls=OneDPiece)
-    g = torch.Generator().manual_seed(0)
-    shared = model.sample_kept_lengths(64, generator=g)
-    assert shared.shape == (64,) and shared.unique().numel() == 1
-    per_image = model.sample_kept_lengths(256, per_image=True, generator=g)
-    assert int(per_image.min()) >= 1 and int(per_image.max()) <= 8 and per_image.unique().numel() > 4
-
-
 # ---- training pass ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["two_stage", "vq", "vae"])

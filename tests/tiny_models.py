@@ -3,6 +3,7 @@ real enough to exercise encode/decode, save/load, the registry and the CLI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from einops import rearrange
@@ -46,11 +47,17 @@ class TinyImageTokenizer(ImageTokenizer):
         side = self.config.image_size // self.config.patch_size
         return self.decoder(rearrange(z, "b (h w) d -> b d h w", h=side)).sigmoid()
 
-    def _encode(self, x, **opts):
+    def _encode(self, x):
         return Tokens(self.quantizer.encode(self._latents(x)))
 
-    def _decode(self, tokens):
-        return self._pixels(self.quantizer.codes_to_latents(tokens.codes))
+    # a sampling decoder's options (a stand-in for a flow decoder's steps / seed / noise)
+    def _decode(self, tokens, *, noise_scale: Annotated[float, "std of the noise added to the latents"] = 0.0,
+                seed: Annotated[int | None, "seed of that noise (default: the global generator)"] = None):
+        z = self.quantizer.codes_to_latents(tokens.codes)
+        if noise_scale:
+            generator = None if seed is None else torch.Generator(z.device).manual_seed(seed)
+            z = z + noise_scale * torch.randn(z.shape, generator=generator, device=z.device)
+        return self._pixels(z)
 
     def forward(self, x):
         quantized, codes, aux_loss = self.quantizer(self._latents(x))
@@ -84,7 +91,7 @@ class TinyAudioTokenizer(AudioTokenizer):
     def codebook_sizes(self):
         return (self.config.codebook_size,) * self.config.num_quantizers
 
-    def _encode(self, wav, n_q=None):
+    def _encode(self, wav, *, n_q: Annotated[int | None, "leading quantizers to use (default: all)"] = None):
         z = rearrange(self.encoder(wav), "b d t -> b t d")
         return Tokens(rearrange(self.quantizer.encode(z, n_q), "b t q -> b q t"))
 

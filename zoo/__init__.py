@@ -9,6 +9,7 @@
 from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
 from zoo.tokenizer import AudioTokenizer, ImageTokenizer, Tokenizer, TokenizerConfig, TokenizerOutput
 from zoo.tokens import Tokens
+import zoo.models  # noqa: E402,F401  (registers every family's architecture, before the hub names them)
 from zoo.hub import ModelEntry, WeightSource, create, list_models, load, model_entry, register  # noqa: E402
 
 __version__ = "0.1.0"

@@ -7,13 +7,14 @@ import json
 def make_model_card(tokenizer, metrics: dict | None = None, training: dict | None = None,
                     license: str | None = None, description: str | None = None) -> str:
     """A Hugging Face style card: YAML front matter, what the model is, how to load it,
-    its token budget, and (when given) how it was trained and what it measured."""
+    its token budget, and (when given) how it was trained and what it measured.
+
+    license / description default to what the hub attached to the model when it built it from a
+    registered entry (`tokenizer.license`, `tokenizer.description`)."""
     info = tokenizer.info()
     name = tokenizer.name or tokenizer.architecture
-    if license is None or description is None:
-        entry = _entry_or_none(tokenizer.name)
-        license = license or (entry.license if entry else "unknown")
-        description = description or (entry.description if entry else f"A {tokenizer.architecture} {tokenizer.modality} tokenizer.")
+    license = license or tokenizer.license or "unknown"
+    description = description or tokenizer.description or f"A {tokenizer.architecture} {tokenizer.modality} tokenizer."
     lines = [
         "---",
         "library_name: tokenizer-zoo",
@@ -63,10 +64,3 @@ def _licence_id(licence: str) -> str:
     known = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-4.0": "cc-by-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0"}
     return known.get(licence.lower().split()[0] if licence else "", "other")
 
-
-def _entry_or_none(name):
-    if not name:
-        return None
-    from zoo.hub.registry import _REGISTRY
-
-    return _REGISTRY.get(name)

@@ -12,6 +12,7 @@ FIT_COMMANDS = ("fit", "validate")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `zoo` command with `argv` (default: sys.argv[1:]); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["bench", "kernels"]:
         from zoo.kernels.bench import main as kernels_bench
@@ -52,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_model_args(c)
         c.add_argument("inputs", nargs="+", type=Path, help="image or audio files")
         c.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
-        c.add_argument("--num-tokens", type=int, default=None, help="tokens per image (flexible-length models)")
-        c.add_argument("--n-q", type=int, default=None, help="leading quantizers to use (RVQ codecs)")
+        c.add_argument("--num-tokens", type=int, default=None, help="tokens per image (flexible-length models); "
+                       "short for --opt num_tokens=N")
+        c.add_argument("--n-q", type=int, default=None, help="leading quantizers to use (RVQ codecs); short for --opt n_q=N")
+        _add_option_arg(c, "an encode or decode" if command == "reconstruct" else "an encode")
         c.add_argument("--mix-to-mono", action="store_true", help="average the channels of multi-channel audio")
         c.set_defaults(run=run)
 
@@ -61,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(c, required=False)
     c.add_argument("inputs", nargs="+", type=Path, help="token files written by `zoo encode`")
     c.add_argument("--out", type=Path, default=Path("out"))
+    _add_option_arg(c, "a decode")
     c.set_defaults(run=_decode)
 
     c = sub.add_parser("eval", help="reconstruction quality and bitrate over a folder of files")
@@ -132,6 +136,12 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
+def _add_option_arg(c, which: str) -> None:
+    c.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"{which} option of the model, read with its declared type (repeatable; "
+                        "`zoo info NAME` lists them)")
+
+
 def _add_model_args(c, required: bool = True) -> None:
     c.add_argument("--model", required=required, help="registered name, save_pretrained folder, or hub repo id")
     c.add_argument("--checkpoint", type=Path, default=None, help="weights file/folder (ours or the official layout)")
@@ -160,6 +170,7 @@ def _list(args) -> int:
 
 
 def model_table(names: list[str], markdown: bool = False) -> list[str]:
+    """Rows of name, modality, weight source and licence (aligned text, or a Markdown table)."""
     import zoo
 
     rows = [("name", "modality", "weights", "licence")]
@@ -186,7 +197,9 @@ def _info(args) -> int:
                     {"repo_id": e.source.repo_id, "file": e.source.filename, "sha256": e.source.sha256,
                      "official_layout": e.source.official_layout} if e.source else
                     f"download by hand from {e.download_page}" if e.download_page else "none (random init only)"),
-        **model.info(), "config": model.config.to_dict(),
+        **model.info(),
+        "encode_options": model.options_summary()["encode"], "decode_options": model.options_summary()["decode"],
+        "config": model.config.to_dict(),
     }
     print(json.dumps(out, indent=2))
     return 0
@@ -201,20 +214,35 @@ def _read_input(path: Path, model, mix_to_mono: bool):
     return wav[None]
 
 
-def _encode_opts(args, model) -> dict:
-    opts = {}
-    if args.num_tokens is not None:
-        opts["num_tokens"] = args.num_tokens
-    if args.n_q is not None:
-        opts["n_q"] = args.n_q
-    return opts
+def command_options(args, model, directions: tuple[str, ...]) -> dict:
+    """--opt KEY=VALUE items (and the --num-tokens / --n-q shorthands) -> options, each value read
+    with the type `model` declares for it in `directions`; an unknown key is left as text for the
+    model's own check to name."""
+    options = {}
+    for key in ("num_tokens", "n_q"):  # the shorthand flags (encode and reconstruct only)
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    for item in args.opt:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TokenizerError(f"--opt {item!r} is not KEY=VALUE; write e.g. --opt chunk_seconds=5.")
+        if key in options:
+            raise TokenizerError(f"option {key!r} is given twice (--opt or its shorthand flag); give it once.")
+        spec = next((model.declared_options(d)[key] for d in directions if key in model.declared_options(d)), None)
+        try:
+            options[key] = spec.parse(text) if spec else text
+        except TokenizerError as e:
+            raise TokenizerError(f"--opt {item}: {e}") from None
+    return options
 
 
 def _encode(args) -> int:
     model = _load_model(args)
+    options = model.check_options("encode", command_options(args, model, ("encode",)))
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
-        tokens = model.encode(_read_input(path, model, args.mix_to_mono), **_encode_opts(args, model))
+        tokens = model.encode(_read_input(path, model, args.mix_to_mono), **options)
         tokens.meta.update(model=args.model, source_file=path.name, modality=model.modality)
         target = args.out / f"{path.stem}.tokens.safetensors"
         tokens.save(target)
@@ -226,11 +254,14 @@ def _decode(args) -> int:
     from zoo.tokens import Tokens
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model = None
+    model = options = None
     for path in args.inputs:
         tokens = Tokens.load(path)
-        model = model or _load_model(args, fallback_name=tokens.meta.get("model"))
-        target = _write_output(args.out / path.name.replace(".tokens.safetensors", ""), model, model.decode(tokens))
+        if model is None:
+            model = _load_model(args, fallback_name=tokens.meta.get("model"))
+            options = model.check_options("decode", command_options(args, model, ("decode",)))
+        target = _write_output(args.out / path.name.replace(".tokens.safetensors", ""), model,
+                               model.decode(tokens, **options))
         print(f"{path} -> {target}")
     return 0
 
@@ -245,11 +276,14 @@ def _write_output(stem: Path, model, x) -> Path:
 
 def _reconstruct(args) -> int:
     model = _load_model(args)
+    encode_options, decode_options = model.split_options(command_options(args, model, ("encode", "decode")))
+    model.check_options("encode", encode_options)
+    model.check_options("decode", decode_options)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
         x = _read_input(path, model, args.mix_to_mono)
-        tokens = model.encode(x, **_encode_opts(args, model))
-        x_hat = model.decode(tokens)
+        tokens = model.encode(x, **encode_options)
+        x_hat = model.decode(tokens, **decode_options)
         target = _write_output(args.out / f"{path.stem}.recon", model, x_hat)
         print(f"{path} -> {target}  codes {tuple(tokens.codes.shape)}  {_quality(model, x, x_hat)}")
     return 0

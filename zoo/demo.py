@@ -13,6 +13,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "hub" / "samples"
 
 
 def samples_dir() -> Path:
+    """The folder of bundled samples (the installed package's, else the source tree's)."""
     import zoo.hub
 
     packaged = Path(zoo.hub.__file__).resolve().parent / "samples"
@@ -20,6 +21,7 @@ def samples_dir() -> Path:
 
 
 def run_image(out: Path, samples: Path) -> dict:
+    """Encode and decode the bundled photo with the default image model; print and return what it did."""
     import zoo
     from zoo.eval.image_metrics import psnr, ssim
     from zoo.io import read_image, write_image
@@ -49,6 +51,7 @@ def run_image(out: Path, samples: Path) -> dict:
 
 
 def run_speech(out: Path, samples: Path) -> dict:
+    """Encode and decode the bundled sentence with the default speech codec; print and return what it did."""
     import zoo
     from zoo.eval import audio_metrics as am
     from zoo.io import read_audio, write_audio
@@ -76,6 +79,7 @@ def run_speech(out: Path, samples: Path) -> dict:
 
 
 def run_demo(out: Path) -> dict:
+    """Run the image and the speech demo, writing their outputs under `out`; returns both reports."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     samples = samples_dir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from zoo.errors import CheckpointError, TokenizerError
 
@@ -160,3 +161,34 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dictionary of tensors (a state dict).")
     return state
+
+
+def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict(strict) with one readable error listing what does not fit.
+
+    Keys absent from `state` are accepted when they alias a present tensor (tied weights,
+    which safetensors' save_model stores once)."""
+    expected = module.state_dict(keep_vars=True)
+    by_storage: dict[int, list[str]] = {}
+    for k, v in expected.items():
+        by_storage.setdefault(v.data_ptr(), []).append(k)
+    missing = [k for k in expected if k not in state
+               and not any(alias in state for alias in by_storage[expected[k].data_ptr()])]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(
+            f"{source} does not fit {type(module).__name__} ({'; '.join(parts)}); "
+            "it was saved for another model or configuration."
+        )
+    full = dict(state)
+    for k in expected:
+        if k not in full:
+            full[k] = next(state[a] for a in by_storage[expected[k].data_ptr()] if a in state)
+    module.load_state_dict(full, strict=True)

@@ -2,7 +2,9 @@
 
 A family subclasses `ImageTokenizer` or `AudioTokenizer`, names its `architecture` and
 `config_class`, builds its modules from the config's fields in `__init__`, and implements
-`_encode`, `_decode` and `forward` (the training pass). Input checks, metadata, no-grad
+`_encode`, `_decode` and `forward` (the training pass). The keyword parameters of `_encode` and
+`_decode` are the family's encode / decode options (see zoo.options): `encode(x, **options)` and
+`decode(tokens, **options)` check them by name and type first. Input checks, metadata, no-grad
 inference and the hub folder format live here once.
 """
 from __future__ import annotations
@@ -19,6 +21,9 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, TokenizerError
+from zoo.inputs import check_audio_batch, check_image_batch
+from zoo.io import load_state_dict_checked, read_safetensors
+from zoo.options import DIRECTIONS, OptionSpec, check_option_values, options_of, unknown_options_message
 from zoo.tokens import Tokens
 
 ZOO_VERSION = "0.1.0"
@@ -26,7 +31,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 
-# architecture name -> Tokenizer subclass; filled by Tokenizer.__init_subclass__
+# architecture name -> Tokenizer subclass; filled by Tokenizer.__init_subclass__ when zoo.models is
+# imported (zoo/__init__.py does that, before the hub)
 ARCHITECTURES: dict[str, type["Tokenizer"]] = {}
 
 
@@ -41,17 +47,26 @@ def _tuplify(value):
 @dataclass
 class TokenizerConfig:
     """Base of every family config. Fields hold JSON values only; sequences are stored as tuples
-    so that a config read back from config.json compares equal to the one written."""
+    so that a config read back from config.json compares equal to the one written.
+
+    `moved_keys` names keys that older config.json files hold but that are no longer architecture
+    (inference options, training knobs): `from_dict` drops them, so those files still load."""
+
+    moved_keys: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             setattr(self, f.name, _tuplify(getattr(self, f.name)))
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (what config.json holds, beside the architecture name)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TokenizerConfig":
+        """The config from config.json values: unknown keys and missing required keys are errors,
+        `moved_keys` are dropped."""
+        values = {k: v for k, v in values.items() if k not in cls.moved_keys}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -67,9 +82,13 @@ class TokenizerConfig:
         return cls(**values)
 
     def replace(self, **changes) -> "TokenizerConfig":
+        """A copy with some fields changed; a name that is not a field is an error."""
         bad = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if bad:
-            raise TokenizerError(f"{type(self).__name__} has no fields {bad}.")
+            moved = sorted(set(bad) & set(self.moved_keys))
+            hint = (f" ({', '.join(moved)} moved out of the config: pass it to encode/decode or set it in the "
+                    "training recipe)") if moved else ""
+            raise TokenizerError(f"{type(self).__name__} has no fields {bad}{hint}.")
         return dataclasses.replace(self, **changes)
 
 
@@ -82,6 +101,8 @@ class TokenizerOutput(NamedTuple):
 
 
 class Tokenizer(nn.Module):
+    """Base of every tokenizer: a config, encode/decode with declared options, the hub folder format."""
+
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[TokenizerConfig]] = TokenizerConfig
     modality: ClassVar[str] = ""
@@ -93,6 +114,8 @@ class Tokenizer(nn.Module):
             if name in ARCHITECTURES and ARCHITECTURES[name] is not cls:
                 raise TypeError(f"architecture {name!r} is already taken by {ARCHITECTURES[name].__name__}")
             ARCHITECTURES[name] = cls
+        for direction in DIRECTIONS:  # a malformed option declaration fails when the family is defined
+            cls.declared_options(direction)
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -101,7 +124,10 @@ class Tokenizer(nn.Module):
                 f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}."
             )
         self.config = config
-        self.name: str | None = None  # registered name, set by the hub when built from one
+        # facts the hub attaches when it builds the model from a registered entry (the card reads them)
+        self.name: str | None = None          # registered name
+        self.license: str | None = None       # licence of the weights
+        self.description: str | None = None   # one paragraph on what the model is
 
     # ---- metadata -----------------------------------------------------------------------
     @property
@@ -115,19 +141,62 @@ class Tokenizer(nn.Module):
         return float(sum(math.log2(k) for k in self.codebook_sizes))
 
     def info(self) -> dict:
+        """Token budget and size facts (modality, tokens, codebooks, bits, parameters) as JSON values."""
         raise NotImplementedError
+
+    # ---- options ------------------------------------------------------------------------
+    @classmethod
+    def declared_options(cls, direction: str) -> dict[str, OptionSpec]:
+        """The options `encode` (direction "encode") or `decode` ("decode") takes, by name."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        return options_of(cls._encode if direction == "encode" else cls._decode)
+
+    @classmethod
+    def options_summary(cls) -> dict[str, dict[str, dict]]:
+        """{"encode": {name: {type, default, help}}, "decode": {...}}, as `zoo info` prints it."""
+        return {d: {n: s.summary() for n, s in cls.declared_options(d).items()} for d in DIRECTIONS}
+
+    def check_options(self, direction: str, options: dict) -> dict:
+        """`options` checked against what `direction` declares: an unknown name or a value of the
+        wrong type is a TokenizerError; returns them unchanged."""
+        declared = self.declared_options(direction)
+        unknown = [n for n in options if n not in declared]
+        if unknown:
+            raise TokenizerError(self._unknown_options_message(direction, unknown))
+        check_option_values(self._label, direction, options, declared)
+        return options
+
+    def split_options(self, options: dict) -> tuple[dict, dict]:
+        """Options for `reconstruct` -> (encode options, decode options); one that both declare goes to both."""
+        encode_names, decode_names = self.declared_options("encode"), self.declared_options("decode")
+        unknown = [n for n in options if n not in encode_names and n not in decode_names]
+        if unknown:
+            raise TokenizerError(self._unknown_options_message("reconstruct", unknown))
+        return ({k: v for k, v in options.items() if k in encode_names},
+                {k: v for k, v in options.items() if k in decode_names})
+
+    @property
+    def _label(self) -> str:
+        return self.name or self.architecture or type(self).__name__
+
+    def _unknown_options_message(self, asked: str, unknown: list[str]) -> str:
+        families = {arch: (cls.modality, {n for d in DIRECTIONS for n in cls.declared_options(d)})
+                    for arch, cls in ARCHITECTURES.items()}
+        return unknown_options_message(self._label, self.modality, asked, unknown,
+                                       {d: self.declared_options(d) for d in DIRECTIONS}, families)
 
     # ---- the API ------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, **opts) -> Tokens:
-        x = self.check_input(x)
-        tokens = self._encode(x, **opts)
-        if self.name:
-            tokens.meta.setdefault("model", self.name)
-        return tokens
+    def encode(self, x: torch.Tensor, **options) -> Tokens:
+        """Input batch -> Tokens; `options` are those this family's encode declares (`zoo info NAME`)."""
+        options = self.check_options("encode", options)
+        return self._stamp(self._encode(self.check_input(x), **options))
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
+    def decode(self, tokens: Tokens | torch.Tensor, **options) -> torch.Tensor:
+        """Tokens (or a bare codes tensor) -> output batch; `options` are those this family's decode declares."""
+        options = self.check_options("decode", options)
         if isinstance(tokens, torch.Tensor):
             tokens = Tokens(tokens)
         if not isinstance(tokens, Tokens):
@@ -135,15 +204,24 @@ class Tokenizer(nn.Module):
         if tokens.codes.dtype.is_floating_point:
             raise TokenizerError(f"codes must be an integer tensor, got {tokens.codes.dtype}.")
         self.check_codes(tokens)
-        return self._decode(tokens.to(self.device))
+        return self._decode(tokens.to(self.device), **options)
 
-    def reconstruct(self, x: torch.Tensor, **opts) -> torch.Tensor:
-        return self.decode(self.encode(x, **opts))
+    def reconstruct(self, x: torch.Tensor, **options) -> torch.Tensor:
+        """decode(encode(x)): each option goes to the direction(s) that declare it."""
+        encode_options, decode_options = self.split_options(options)
+        return self.decode(self.encode(x, **encode_options), **decode_options)
+
+    def _stamp(self, tokens: Tokens) -> Tokens:
+        if self.name:
+            tokens.meta.setdefault("model", self.name)
+        return tokens
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input batch, checked (a TokenizerError naming the problem otherwise)."""
         raise NotImplementedError
 
     def check_codes(self, tokens: Tokens) -> None:
+        """Raise a TokenizerError when codes do not fit this model's codebooks."""
         codes = tokens.codes
         if codes.numel() and (codes.min() < 0 or codes.max() >= max(self.codebook_sizes)):
             raise TokenizerError(
@@ -151,8 +229,8 @@ class Tokenizer(nn.Module):
                 f"[{int(codes.min())}, {int(codes.max())}]; were they made by another model?"
             )
 
-    def _encode(self, x: torch.Tensor, **opts) -> Tokens:
-        raise NotImplementedError
+    def _encode(self, x: torch.Tensor) -> Tokens:
+        raise NotImplementedError  # families add their options as keyword parameters
 
     # ---- what training uses ---------------------------------------------------------------
     def last_decoder_layer(self) -> torch.Tensor:
@@ -170,6 +248,7 @@ class Tokenizer(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the parameters are (the CPU for a model without any)."""
         for p in self.parameters():
             return p.device
         for b in self.buffers():
@@ -196,8 +275,6 @@ class Tokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
         """Open a folder written by `save_pretrained`."""
-        from zoo.io import read_safetensors
-
         folder = Path(folder)
         config_path = folder / CONFIG_NAME
         if not config_path.is_file():
@@ -217,47 +294,15 @@ class Tokenizer(nn.Module):
 
 
 def tokenizer_class(architecture: str | None, source: str = "config") -> type[Tokenizer]:
+    """The Tokenizer subclass a config.json names (families register when zoo.models is imported)."""
     if architecture is None:
         raise CheckpointError(f"{source} names no 'architecture'; it was not written by the zoo.")
-    import zoo.models  # noqa: F401  (registers every family)
-
     if architecture not in ARCHITECTURES:
         raise CheckpointError(
             f"{source} names architecture {architecture!r}, which this zoo does not have "
             f"(known: {sorted(ARCHITECTURES)}); upgrade the zoo or check the folder."
         )
     return ARCHITECTURES[architecture]
-
-
-def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict(strict) with one readable error listing what does not fit.
-
-    Keys absent from `state` are accepted when they alias a present tensor (tied weights,
-    which safetensors' save_model stores once)."""
-    expected = module.state_dict(keep_vars=True)
-    by_storage: dict[int, list[str]] = {}
-    for k, v in expected.items():
-        by_storage.setdefault(v.data_ptr(), []).append(k)
-    missing = [k for k in expected if k not in state
-               and not any(alias in state for alias in by_storage[expected[k].data_ptr()])]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise CheckpointError(
-            f"{source} does not fit {type(module).__name__} ({'; '.join(parts)}); "
-            "it was saved for another model or configuration."
-        )
-    full = dict(state)
-    for k in expected:
-        if k not in full:
-            full[k] = next(state[a] for a in by_storage[expected[k].data_ptr()] if a in state)
-    module.load_state_dict(full, strict=True)
 
 
 # ---- modality bases ---------------------------------------------------------------------
@@ -269,6 +314,7 @@ class ImageTokenizer(Tokenizer):
 
     @property
     def image_size(self) -> int:
+        """Side of the square images it takes, in pixels."""
         return self.config.image_size
 
     @property
@@ -277,6 +323,7 @@ class ImageTokenizer(Tokenizer):
         return self.config.num_tokens
 
     def info(self) -> dict:
+        """Image size, tokens and bits per image, codebooks, parameters."""
         return {
             "architecture": self.architecture,
             "modality": self.modality,
@@ -288,6 +335,7 @@ class ImageTokenizer(Tokenizer):
         }
 
     def check_input(self, x):
+        """Float (B, 3, image_size, image_size) in [0, 1], checked."""
         return check_image_batch(x, self.image_size)
 
 
@@ -298,6 +346,7 @@ class AudioTokenizer(Tokenizer):
 
     @property
     def sample_rate(self) -> int:
+        """Samples per second of the audio it takes and returns."""
         return self.config.sample_rate
 
     @property
@@ -307,9 +356,11 @@ class AudioTokenizer(Tokenizer):
 
     @property
     def frame_rate(self) -> float:
+        """Code frames per second."""
         return self.sample_rate / self.hop_length
 
     def info(self) -> dict:
+        """Sample rate, frames, tokens and bits per second, codebooks, parameters."""
         return {
             "architecture": self.architecture,
             "modality": self.modality,
@@ -323,67 +374,25 @@ class AudioTokenizer(Tokenizer):
         }
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, sample_rate: int | None = None, **opts) -> Tokens:
-        """wav: (B, 1, T). Pass `sample_rate` when it is not `self.sample_rate`: it is resampled."""
+    def encode(self, wav: torch.Tensor, sample_rate: int | None = None, **options) -> Tokens:
+        """wav: (B, 1, T). Pass `sample_rate` when it is not `self.sample_rate`: it is resampled.
+        `options` are those this family's encode declares (`zoo info NAME`)."""
+        options = self.check_options("encode", options)
         wav = self.check_input(wav)
         if sample_rate is not None and sample_rate != self.sample_rate:
             import torchaudio.functional as AF
 
             warnings.warn(f"resampling input from {sample_rate} Hz to the model's {self.sample_rate} Hz", stacklevel=2)
             wav = AF.resample(wav, sample_rate, self.sample_rate)
-        tokens = self._encode(wav, **opts)
+        tokens = self._encode(wav, **options)
         tokens.meta.setdefault("sample_rate", self.sample_rate)
-        if self.name:
-            tokens.meta.setdefault("model", self.name)
-        return tokens
+        return self._stamp(tokens)
+
+    def reconstruct(self, wav: torch.Tensor, sample_rate: int | None = None, **options) -> torch.Tensor:
+        """decode(encode(wav, sample_rate)), at the model's sample rate; options split as in Tokenizer."""
+        encode_options, decode_options = self.split_options(options)
+        return self.decode(self.encode(wav, sample_rate, **encode_options), **decode_options)
 
     def check_input(self, wav):
+        """Float mono (B, 1, T), checked."""
         return check_audio_batch(wav)
-
-
-def check_image_batch(x, image_size: int | None = None) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TokenizerError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}.")
-    if x.ndim == 3 and x.shape[0] == 3:
-        raise TokenizerError(f"images must be a batch (B, 3, H, W), got one image {tuple(x.shape)}; use x[None].")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise TokenizerError(f"images must have shape (B, 3, H, W) (RGB, channels first), got {tuple(x.shape)}.")
-    if x.shape[0] == 0:
-        raise TokenizerError("the image batch is empty (B = 0).")
-    if not x.dtype.is_floating_point:
-        raise TokenizerError(f"images must be float in [0, 1], got {x.dtype}; convert with x.float() / 255.")
-    if not torch.isfinite(x).all():
-        raise TokenizerError("images contain NaN or infinite values.")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise TokenizerError(
-            f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-            "images in [-1, 1] convert with (x + 1) / 2, 8-bit ones with x / 255."
-        )
-    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
-        raise TokenizerError(
-            f"this tokenizer takes {image_size}x{image_size} images, got {x.shape[-2]}x{x.shape[-1]}; "
-            f"resize or crop first (zoo.io.read_image(path, size={image_size}) does both)."
-        )
-    return x
-
-
-def check_audio_batch(wav) -> torch.Tensor:
-    if not isinstance(wav, torch.Tensor):
-        raise TokenizerError(f"audio must be a torch.Tensor of shape (B, 1, T), got {type(wav).__name__}.")
-    if wav.ndim != 3:
-        hint = " use wav[None, None] for one mono clip." if wav.ndim == 1 else \
-            " use wav[:, None] for a batch of mono clips." if wav.ndim == 2 else ""
-        raise TokenizerError(f"audio must have shape (B, 1, T), got {tuple(wav.shape)};{hint}")
-    if wav.shape[1] != 1:
-        raise TokenizerError(
-            f"audio must be mono (B, 1, T), got {wav.shape[1]} channels; mix down with "
-            "wav.mean(1, keepdim=True) or pick one channel."
-        )
-    if wav.shape[0] == 0 or wav.shape[-1] == 0:
-        raise TokenizerError(f"the audio batch is empty (shape {tuple(wav.shape)}).")
-    if not wav.dtype.is_floating_point:
-        raise TokenizerError(f"audio must be float in [-1, 1], got {wav.dtype}; 16-bit PCM converts with x / 32768.")
-    if not torch.isfinite(wav).all():
-        raise TokenizerError("audio contains NaN or infinite values.")
-    return wav

@@ -12,7 +12,7 @@ from zoo.errors import TokenizerError
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_length) bool mask, True on valid positions."""
+    """(B,) lengths -> (B, max_length) bool mask, True on valid positions (those before each length)."""
     return torch.arange(max_length, device=lengths.device)[None] < lengths[:, None]
 
 
@@ -43,9 +43,11 @@ class Tokens:
 
     @property
     def batch_size(self) -> int:
+        """Number of items (B)."""
         return self.codes.shape[0]
 
     def to(self, device) -> "Tokens":
+        """A copy with every tensor on `device`."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Tokens(move(self.codes), move(self.lengths), move(self.latents), dict(self.meta))
 
@@ -60,6 +62,7 @@ class Tokens:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokens":
+        """Read a file written by `save` (`zoo encode`)."""
         from zoo.io import read_safetensors
 
         tensors, metadata = read_safetensors(path)

@@ -24,6 +24,7 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C, T)
+        """(B, C, T) -> x + sin^2(alpha x) / (alpha + 1e-9), alpha per channel."""
         return snake(x, self.alpha)  # x + sin^2(alpha x) / (alpha + 1e-9); the 1e-9 keeps alpha -> 0 finite
 
 

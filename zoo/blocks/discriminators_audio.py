@@ -17,6 +17,8 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class DiscriminatorOutput(NamedTuple):
+    """Logit maps of each sub-discriminator and their hidden activations (for feature matching)."""
+
     logits: list[torch.Tensor]             # one per sub-discriminator, any shape (B, ...)
     features: list[list[torch.Tensor]]     # hidden activations of each sub-discriminator
 
@@ -43,6 +45,7 @@ class PeriodDiscriminator(nn.Module):
         self.to_logits = weight_norm(nn.Conv2d(c_in, 1, (3, 1), 1, (1, 0)))
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:  # wav: (B, 1, T)
+        """wav (B, 1, T) folded into (B, 1, T / period, period) -> logits and activations."""
         pad = (-wav.shape[-1]) % self.period
         x = F.pad(wav, (0, pad), mode="reflect" if pad < wav.shape[-1] else "constant")
         x = rearrange(x, "b c (t p) -> b c t p", p=self.period)
@@ -54,6 +57,8 @@ class PeriodDiscriminator(nn.Module):
 
 
 class MultiPeriodDiscriminator(nn.Module):
+    """HiFi-GAN's multi-period discriminator: one PeriodDiscriminator per period."""
+
     def __init__(self, periods: tuple[int, ...] = (2, 3, 5, 7, 11), channels: int = 32, max_channels: int = 512,
                  num_layers: int = 4):
         super().__init__()
@@ -61,6 +66,7 @@ class MultiPeriodDiscriminator(nn.Module):
             PeriodDiscriminator(p, channels, max_channels, num_layers) for p in periods)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
+        """wav (B, 1, T) -> the outputs of every period, concatenated."""
         return _merge([d(wav) for d in self.discriminators])
 
 
@@ -84,6 +90,7 @@ class ScaleDiscriminator(nn.Module):
         self.to_logits = weight_norm(nn.Conv1d(c_in, 1, 3, 1, 1))
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
+        """wav (B, 1, T) -> logits and activations of the strided 1D conv stack."""
         x, features = wav, []
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.1)
@@ -100,6 +107,7 @@ class MultiScaleDiscriminator(nn.Module):
             ScaleDiscriminator(channels, max_channels, num_downsamples) for _ in range(num_scales))
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
+        """wav (B, 1, T) -> outputs at the full rate and at each 2x average-pooled rate."""
         outputs = []
         for i, d in enumerate(self.discriminators):
             x = F.avg_pool1d(wav, 2 ** i, 2 ** i, ceil_mode=True) if i else wav
@@ -123,6 +131,7 @@ class STFTDiscriminator(nn.Module):
         self.to_logits = weight_norm(nn.Conv2d(channels, 1, 3, 1, 1))
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
+        """wav (B, 1, T) -> logits and activations of a 2D conv stack over the complex STFT."""
         spec = torch.stft(wav.squeeze(1), self.n_fft, self.hop_length, window=self.window,
                           normalized=True, return_complex=True)  # (B, F, T)
         x = rearrange(torch.view_as_real(spec), "b f t c -> b c t f")
@@ -134,11 +143,14 @@ class STFTDiscriminator(nn.Module):
 
 
 class MultiScaleSTFTDiscriminator(nn.Module):
+    """EnCodec's multi-scale STFT discriminator: one STFTDiscriminator per FFT size."""
+
     def __init__(self, n_ffts: tuple[int, ...] = (1024, 2048, 512), channels: int = 32):
         super().__init__()
         self.discriminators = nn.ModuleList(STFTDiscriminator(n, n // 4, channels) for n in n_ffts)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
+        """wav (B, 1, T) -> the outputs of every FFT size, concatenated."""
         return _merge([d(wav) for d in self.discriminators])
 
 
@@ -161,4 +173,5 @@ class AudioDiscriminators(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:  # wav: (B, 1, T)
+        """wav (B, 1, T) -> the outputs of every member discriminator, concatenated."""
         return _merge([m(wav) for m in self.members])

@@ -47,7 +47,7 @@ class NLayerDiscriminator(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # DCGAN initialisation, as in pix2pix / taming-transformers
+        """DCGAN initialisation (pix2pix / taming-transformers): N(0, 0.02) convs, N(1, 0.02) norm scales."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -58,4 +58,5 @@ class NLayerDiscriminator(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> patch logits (B, 1, H', W')."""
         return self.layers(images * 2 - 1)

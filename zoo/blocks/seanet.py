@@ -57,6 +57,7 @@ class PaddedConv1d(nn.Module):
         self.causal, self.pad_mode = causal, pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, T) -> (B, C_out, ceil(T / stride))
+        """(B, C_in, T) -> (B, C_out, ceil(T / stride)), padded causally or symmetrically."""
         kernel_size, stride, dilation = self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0]
         padding_total = (kernel_size - 1) * dilation - (stride - 1)
         extra = extra_right_padding(x.shape[-1], kernel_size, stride, padding_total)
@@ -81,6 +82,7 @@ class PaddedConvTranspose1d(nn.Module):
         self.causal, self.trim_right_ratio = causal, trim_right_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, T) -> (B, C_out, stride * T)
+        """(B, C_in, T) -> (B, C_out, stride * T), the transposed conv's overhang trimmed."""
         padding_total = self.conv.kernel_size[0] - self.conv.stride[0]
         y = self.conv(x)
         if self.causal:
@@ -101,6 +103,7 @@ class SkipLSTM(nn.Module):
         self.bidirectional = bidirectional
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, C or 2C, T): LSTM output plus the input."""
         x = x.permute(2, 0, 1)  # (T, B, C): the LSTM is time-major
         y, _ = self.lstm(x)
         if self.bidirectional:
@@ -148,6 +151,7 @@ class SEANetResidualBlock(nn.Module):
         self.shortcut = nn.Identity() if true_skip else PaddedConv1d(dim, dim, 1, causal=causal, pad_mode=pad_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> shortcut(x) + dilated conv block(x), same shape."""
         return self.shortcut(x) + self.block(x)
 
 
@@ -180,6 +184,7 @@ class SEANetEncoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio (B, 1, T) -> latent (B, dimension, ceil(T / hop_length))."""
         return self.layers(x)
 
     @property
@@ -223,6 +228,7 @@ class SEANetDecoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, dimension, N) -> audio (B, 1, N * hop_length)."""
         return self.layers(z)
 
     @property

@@ -33,6 +33,7 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); key_padding_mask (B, L) True marks keys no query may attend to."""
         b, length, dim = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3D)
         qkv = qkv.view(b, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -45,12 +46,15 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """The transformer's feed-forward block: linear, GELU, linear."""
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., dim)."""
         # bias-add and GELU in one fused pass on CUDA (zoo.kernels)
         return self.fc2(gelu(F.linear(x, self.fc1.weight), self.fc1.bias))
 
@@ -66,6 +70,7 @@ class TransformerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-norm attention then MLP, each with a residual: (B, L, D) -> (B, L, D)."""
         # residual add + norm2 in one fused pass on CUDA (zoo.kernels); the same ops elsewhere
         normed, x = add_layer_norm(self.attn(self.norm1(x), key_padding_mask), x, self.norm2.weight,
                                    self.norm2.bias, self.norm2.eps)
@@ -80,6 +85,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio, norm_eps) for _ in range(depth))
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) through every block, with the same key padding mask."""
         for block in self.blocks:
             x = block(x, key_padding_mask)
         return x

@@ -23,6 +23,8 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
+    """Two GroupNorm-SiLU-conv layers with a residual (MaskGIT-VQGAN's decoder block)."""
+
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.norm1 = _norm(in_channels)
@@ -34,6 +36,7 @@ class ResnetBlock(nn.Module):
                                 if in_channels != out_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         residual = x if self.output_shortcut is None else self.output_shortcut(h)
@@ -50,6 +53,7 @@ class UpBlock(nn.Module):
         self.upsample_conv = nn.Conv2d(out_channels, out_channels, 3, padding=1) if upsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) through the resnet blocks, then 2x nearest upsampling and a conv when it has one."""
         for block in self.blocks:
             x = block(x)
         if self.upsample_conv is not None:
@@ -75,6 +79,7 @@ class VQGANDecoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[0], out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Code embeddings (B, D, h, w) -> image (B, 3, H, W)."""
         x = self.conv_in(z)
         for block in self.mid:
             x = block(x)

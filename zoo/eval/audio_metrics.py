@@ -99,6 +99,7 @@ class SpeakerSimilarity:
         self._encoder = resemblyzer.VoiceEncoder(device, verbose=False)
 
     def embed(self, wav: torch.Tensor, sample_rate: int):
+        """The resemblyzer speaker embedding of one clip (any shape, flattened) at `sample_rate`."""
         return self._encoder.embed_utterance(self._preprocess(wav.detach().double().reshape(-1).numpy(), source_sr=sample_rate))
 
     def __call__(self, reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> float:

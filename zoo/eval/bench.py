@@ -24,6 +24,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass
 class BenchSetting:
+    """One benchmark configuration: model, device, dtype, batch size, compile, repeats, input length."""
+
     model: str
     device: str
     dtype: str
@@ -37,6 +39,8 @@ class BenchSetting:
 
 @dataclass
 class BenchResult:
+    """Times, throughput and peak memory of one BenchSetting, and the ratios against --vs."""
+
     setting: BenchSetting
     encode_s: float           # median seconds per call
     decode_s: float
@@ -48,6 +52,7 @@ class BenchResult:
 
 
 def device_name(device: str) -> str:
+    """A readable name of the device: the GPU's name, or the CPU model and thread count."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     try:
@@ -89,6 +94,7 @@ def _peak_memory_mib(device: str) -> float:
 
 
 def run_setting(setting: BenchSetting) -> BenchResult:
+    """Build the model and time its encode and decode (and the --vs implementation's) for one setting."""
     import zoo
 
     torch.manual_seed(0)
@@ -148,6 +154,7 @@ def bench(model: str, device: str = "cpu", dtypes=("fp32",), batch_sizes=(1, 4),
 
 
 def format_results(results: list[BenchResult]) -> str:
+    """The results as an aligned text table."""
     audio = results and results[0].real_time_factor is not None
     header = ["dtype", "batch", "compile", "encode ms", "decode ms", "items/s"] + (["RTF"] if audio else []) + ["peak MiB"]
     has_vs = any(r.vs_encode_ratio is not None for r in results)
@@ -170,4 +177,5 @@ def format_results(results: list[BenchResult]) -> str:
 
 
 def results_as_dicts(results: list[BenchResult]) -> list[dict]:
+    """The results as JSON-able dicts."""
     return [asdict(r) for r in results]

@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
 from zoo.quantize import CodebookUsage, codebook_usage
+from zoo.tokens import lengths_to_mask
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +68,7 @@ def codebook_usage_of(codes: torch.Tensor, codebook_size: int, lengths: torch.Te
     """Codebook usage over a batch of codes (B, N); with `lengths`, only the first lengths[b]
     tokens of each row count."""
     if lengths is not None:
-        keep = torch.arange(codes.shape[1], device=codes.device)[None] < lengths[:, None]
-        codes = codes[keep]
+        codes = codes[lengths_to_mask(lengths, codes.shape[1])]
     return codebook_usage(codes, codebook_size)
 
 
@@ -102,6 +102,7 @@ class LPIPS(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """LPIPS distance per image pair: (B, 3, H, W) x2 in [0, 1] -> (B,) float64."""
         return self.loss.distance(x.float(), y.float()).double()
 
 
@@ -142,6 +143,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> Inception-v3 pool features (B, 2048)."""
         x = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False)
         x = x * 2 - 1 if self.fid_weights else (x - self.mean) / self.std
         return self.net.eval()(x)  # (B, 2048)
@@ -170,14 +172,17 @@ class ReconstructionFID:
 
     @classmethod
     def from_path(cls, inception_weights: str | Path | None) -> "ReconstructionFID":
+        """An rFID accumulator whose Inception-v3 weights come from this file."""
         return cls(InceptionFeatures(inception_weights))
 
     @torch.no_grad()
     def update(self, real: torch.Tensor, reconstructed: torch.Tensor) -> None:
+        """Add the features of a batch of originals and of their reconstructions."""
         self.real.append(self.features(real).double().cpu())
         self.fake.append(self.features(reconstructed).double().cpu())
 
     def compute(self) -> float:
+        """The Frechet distance between the accumulated original and reconstruction features."""
         if sum(len(r) for r in self.real) < 2:
             raise TokenizerError("rFID needs at least two images; call update() with more batches first.")
         return frechet_distance(torch.cat(self.real), torch.cat(self.fake))

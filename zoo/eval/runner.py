@@ -24,6 +24,8 @@ from zoo.quantize import codebook_usage
 
 @dataclass
 class EvalReport:
+    """Metrics of one model over one folder: a row per setting (token or quantizer count)."""
+
     model: str
     modality: str
     data: str
@@ -36,6 +38,7 @@ class EvalReport:
         return json.dumps(_rounded(self.__dict__), indent=2, sort_keys=True) + "\n"
 
     def table(self) -> str:
+        """The rows as an aligned text table, settings first."""
         if not self.rows:
             return "(no rows)"
         setting_keys = list(self.rows[0]["setting"])
@@ -70,6 +73,7 @@ def _cell(value) -> str:
 
 
 def list_files(folder: str | Path, suffixes: set[str], limit: int | None = None) -> list[Path]:
+    """Files under `folder` with one of `suffixes`, sorted, at most `limit`; none is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TokenizerError(f"data folder {folder} does not exist.")
@@ -92,6 +96,7 @@ def _mean(values: list[float]) -> float:
 def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = None, batch_size: int = 8,
                     limit: int | None = None, lpips=None, fid_weights: str | Path | None = None,
                     progress: bool = True) -> EvalReport:
+    """Reconstruction quality (PSNR, SSIM, usage, optional LPIPS / rFID) and bits per image, per token count."""
     from zoo.eval.image_metrics import ReconstructionFID, psnr, ssim
 
     files = list_files(folder, IMAGE_SUFFIXES, limit)
@@ -138,6 +143,7 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
 @torch.no_grad()
 def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | None = None, limit: int | None = None,
                     asr=None, speaker_similarity: bool = True, progress: bool = True) -> EvalReport:
+    """Reconstruction quality (mel distance, STOI, PESQ, SI-SDR, speaker, WER) and bitrate, per quantizer count."""
     from zoo.eval import audio_metrics as am
 
     files = list_files(folder, AUDIO_SUFFIXES, limit)

@@ -13,6 +13,7 @@ def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
 
 
 def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's hinge loss: -mean(D(fake))."""
     return -fake_logits.mean()
 
 
@@ -38,6 +39,7 @@ class LeCamRegularizer(nn.Module):
         self.register_buffer("fake_mean", torch.zeros(()))
 
     def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """LeCam penalty of this batch's logits against the EMA of the other side's mean logit."""
         if self.training:
             with torch.no_grad():
                 self.real_mean.lerp_(real_logits.float().mean(), 1 - self.decay)

@@ -33,6 +33,7 @@ def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.
 
 
 def generator_adversarial_loss(fake_logits: list[torch.Tensor], kind: GanLoss = "hinge") -> torch.Tensor:
+    """Mean generator loss over the sub-discriminators' logits (hinge or least squares)."""
     if not fake_logits:
         raise ValueError("need a non-empty list of logits.")
     if kind == "hinge":

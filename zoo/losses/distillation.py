@@ -23,10 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_length) bool mask, True on valid positions."""
-    return torch.arange(max_length, device=lengths.device)[None] < lengths[:, None]
+from zoo.tokens import lengths_to_mask  # noqa: F401  (also used as D.lengths_to_mask by the training modules)
 
 
 def _check(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> None:
@@ -120,6 +117,7 @@ class SemanticDistillLoss(nn.Module):
         self.axis, self.lambda_sim = axis, lambda_sim
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked distillation loss between student and teacher (B, T, D) along the configured axis."""
         if self.axis == "d":
             return d_axis_loss(student, teacher, mask)
         return t_axis_loss(student, teacher, mask, self.lambda_sim)

@@ -49,6 +49,7 @@ class VGG16Features(nn.Module):
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> the VGG16 feature map after each slice."""
         h = ((images * 2 - 1) - self.shift) / self.scale
         feats = []
         for block in self.slices:
@@ -87,11 +88,13 @@ class PerceptualLoss(nn.Module):
                 self.layer_weights.append(nn.Parameter(w, requires_grad=False))
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
+        """Set the mode; the frozen backbone stays in eval mode."""
         super().train(mode)
         self.backbone.eval()  # frozen: batch norm / dropout statistics never move
         return self
 
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS-style distance (B,) of two image batches of one shape."""
         if x.shape != y.shape:
             raise TokenizerError(f"perceptual distance needs images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}.")
         fx, fy = self.backbone(x), self.backbone(y)
@@ -116,6 +119,7 @@ class PerceptualLoss(nn.Module):
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch mean of `distance(x, y)`."""
         return self.distance(x, y).mean()
 
 

@@ -14,14 +14,15 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from zoo.tokens import lengths_to_mask
+
 
 def _frame_mask(lengths: torch.Tensor | None, hop_length: int, num_frames: int) -> torch.Tensor | None:
     """(B, 1, frames) float mask of STFT frames whose centre lies inside the valid samples."""
     if lengths is None:
         return None
     frames = torch.div(lengths + hop_length - 1, hop_length, rounding_mode="floor").clamp(max=num_frames)
-    idx = torch.arange(num_frames, device=lengths.device)
-    return (idx[None] < frames[:, None]).float()[:, None]
+    return lengths_to_mask(frames, num_frames).float()[:, None]
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -32,6 +33,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence plus log-magnitude L1, averaged over several FFT sizes."""
+
     def __init__(self, n_ffts: tuple[int, ...] = (512, 1024, 2048), hop_ratio: float = 0.25, eps: float = 1e-7):
         super().__init__()
         self.n_ffts, self.hop_ratio, self.eps = tuple(n_ffts), hop_ratio, eps
@@ -79,6 +82,7 @@ class MultiResolutionMelLoss(nn.Module):
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel L1 (plus weighted L2) averaged over the window sizes, on valid frames only."""
         total = reconstruction.new_zeros(())
         for hop, spec in zip(self.hops, self.specs):
             x = torch.log(spec(reconstruction.squeeze(1).float()) + self.eps)  # (B, M, frames)
@@ -95,5 +99,5 @@ def waveform_l1_loss(reconstruction: torch.Tensor, target: torch.Tensor,
     """L1 in time, over valid samples only."""
     if lengths is None:
         return F.l1_loss(reconstruction, target)
-    mask = (torch.arange(target.shape[-1], device=target.device)[None] < lengths[:, None]).float()[:, None]
+    mask = lengths_to_mask(lengths, target.shape[-1]).float()[:, None]
     return _masked_mean((reconstruction - target).abs(), mask)

@@ -19,6 +19,8 @@ from zoo.errors import TokenizerError
 
 
 class TeacherFeatures(NamedTuple):
+    """A teacher's output: padded features, their lengths and (text) token durations."""
+
     features: torch.Tensor                  # (B, T, D), zero past each item's length
     lengths: torch.Tensor                   # (B,) long: valid frames / tokens per item
     durations: torch.Tensor | None = None   # (B, T) relative spoken duration of each token (text)
@@ -58,10 +60,12 @@ class Teacher(nn.Module):
         return self.train(False)
 
     def train(self, mode: bool = True) -> "Teacher":
+        """A teacher stays in eval mode whatever mode is asked for."""
         return super().train(False)  # a teacher never leaves eval mode (dropout, batch norm)
 
     @torch.no_grad()
     def features(self, inputs, lengths: torch.Tensor | None = None) -> TeacherFeatures:
+        """Audio (B, 1, T) or a list of strings -> TeacherFeatures, inputs and output checked."""
         if self.input_kind == "audio":
             if not isinstance(inputs, torch.Tensor) or inputs.ndim != 3 or inputs.shape[1] != 1:
                 raise TokenizerError(f"{type(self).__name__} takes audio of shape (B, 1, T) at "
@@ -79,4 +83,5 @@ class Teacher(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
+        """Feature size, frame rate and input kind, for print(teacher)."""
         return f"dim={self.dim}, frame_rate={self.frame_rate}, input={self.input_kind}"

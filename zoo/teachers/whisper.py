@@ -46,6 +46,7 @@ def bundled_whisper_path() -> Path | None:
 
 
 def resolve_whisper_path(model_path: str | None) -> Path:
+    """The CTranslate2 Whisper folder to use: the one given, else the bundled tiny.en; checked."""
     path = Path(model_path).expanduser() if model_path else bundled_whisper_path()
     if path is None:
         raise WeightsUnavailableError(
@@ -100,4 +101,5 @@ class WhisperEncoderTeacher(Teacher):
         return pad_features(rows)
 
     def extra_repr(self) -> str:
+        """The base facts plus the model folder, for print(teacher)."""
         return f"{super().extra_repr()}, model_path={self.model_path!r}"

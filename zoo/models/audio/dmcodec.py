@@ -20,5 +20,7 @@ class DMCodecConfig(RVQCodecConfig):
 
 
 class DMCodec(RVQCodec):
+    """DM-Codec: the shared RVQ codec under its own name and released weights."""
+
     architecture = "dmcodec"
     config_class = DMCodecConfig

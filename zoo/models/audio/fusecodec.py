@@ -13,17 +13,27 @@ them: encoding without features (plain `encode(wav)`) leaves the latent as the e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from zoo.errors import TokenizerError
-from zoo.models.audio.rvq_codec import CodecOutput, RVQCodec, RVQCodecConfig
+from zoo.models.audio.rvq_codec import (DEFAULT_CHUNK_SECONDS, ChunkSeconds, CodecOutput, NumQuantizers, RVQCodec,
+                                        RVQCodecConfig)
 from zoo.tokens import Tokens
+
+# encode options beside the RVQ codec's
+SemanticFeatures = Annotated[torch.Tensor | None, "speech-SSL features (B, M, semantic_dimension) of the clip, fused "
+                                                  "into the latent (the clip is then encoded whole, not in chunks)"]
+ContextFeatures = Annotated[torch.Tensor | None, "text-LM features (B, L, context_dimension) of the transcript, fused "
+                                                 "into the latent (the clip is then encoded whole, not in chunks)"]
 
 
 @dataclass
 class FuseCodecConfig(RVQCodecConfig):
+    """The RVQ codec's architecture plus the fusion's feature size and heads."""
+
     context_dimension: int = 768   # text-LM feature size (BERT-base)
     fusion_heads: int = 8
     modality_dropout: float = 0.1  # per-example chance, in training, that a feature stream is left out
@@ -39,6 +49,7 @@ class CrossModalFusion(nn.Module):
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
 
     def forward(self, latent: torch.Tensor, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """latent (B, N, D), features (B, M, F), mask (B, M) True where valid -> (B, N, D)."""
         keys = self.norm(self.project(features))
         padding = None if mask is None else ~mask.bool()  # True where a feature frame is padding
         out, _ = self.attention(latent, keys, keys, key_padding_mask=padding, need_weights=False)
@@ -57,6 +68,7 @@ class LatentFusion(nn.Module):
     def forward(self, latent: torch.Tensor, semantic: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, semantic_mask: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """latent (B, N, D) plus what it reads from each given stream; streams left out add nothing."""
         fused = latent
         for branch, features, mask in ((self.semantic, semantic, semantic_mask), (self.context, context, context_mask)):
             if features is None:
@@ -73,6 +85,8 @@ class LatentFusion(nn.Module):
 
 
 class FuseCodec(RVQCodec):
+    """The RVQ codec whose latent reads speech-SSL and text-LM features before quantization."""
+
     architecture = "fusecodec"
     config_class = FuseCodecConfig
 
@@ -91,13 +105,15 @@ class FuseCodec(RVQCodec):
     def forward(self, wav: torch.Tensor, n_q: int | None = None, semantic: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, semantic_mask: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> CodecOutput:
+        """The training pass, with the optional feature streams fused into the latent."""
         latent = self.fused_latent(wav, semantic, context, semantic_mask, context_mask)
         return self.forward_latent(wav, latent, n_q)
 
-    def _encode(self, wav: torch.Tensor, n_q: int | None = None, semantic: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, **opts) -> Tokens:
+    def _encode(self, wav: torch.Tensor, *, n_q: NumQuantizers = None,
+                chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS, semantic: SemanticFeatures = None,
+                context: ContextFeatures = None) -> Tokens:
         if semantic is None and context is None:
-            return super()._encode(wav, n_q=n_q, **opts)
+            return super()._encode(wav, n_q=n_q, chunk_seconds=chunk_seconds)
         # Features span the whole clip (the context is not frame-aligned), so no chunking here.
         n_q = self.quantizer.check_n_q(n_q)
         codes = self.quantizer.encode(self.fused_latent(wav, semantic, context), n_q).transpose(1, 2)

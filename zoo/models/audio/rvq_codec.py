@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Annotated, Iterator, NamedTuple
 
 import torch
 from einops import rearrange
@@ -28,9 +28,19 @@ from zoo.quantize import ResidualVectorQuantizer
 from zoo.tokenizer import AudioTokenizer, TokenizerConfig
 from zoo.tokens import Tokens
 
+# encode / decode options (FuseCodec declares the same ones)
+DEFAULT_CHUNK_SECONDS = 20.0
+NumQuantizers = Annotated[int | None, "leading RVQ layers to encode, 1 to num_quantizers (1: the semantic "
+                                      "tokens only; default: all)"]
+ChunkSeconds = Annotated[float, "clips longer than this many seconds run through the convolutions in chunks "
+                                "of this length (the same result, less memory)"]
+
 
 @dataclass
 class RVQCodecConfig(TokenizerConfig):
+    """The codec's architecture: SEANet backbone, residual quantizer, distillation head."""
+
+    moved_keys = ("chunk_seconds",)  # an encode/decode option now; old config.json files hold it
     sample_rate: int = 16000
     # SEANet backbone (EnCodec's names); strides are given in decoder order
     n_filters: int = 64
@@ -63,8 +73,6 @@ class RVQCodecConfig(TokenizerConfig):
     # layer while the biases add up, so a fresh encoder's latent is almost constant over time and
     # training from scratch stalls before it starts.
     conv_init: str = "torch"
-    # long audio: the sample-rate convolutions of clips longer than this run chunk by chunk
-    chunk_seconds: float = 20.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,8 +82,6 @@ class RVQCodecConfig(TokenizerConfig):
             raise TokenizerError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}.")
         if self.conv_init not in ("torch", "lecun"):
             raise TokenizerError(f"conv_init must be 'torch' or 'lecun', got {self.conv_init!r}.")
-        if self.chunk_seconds <= 0:
-            raise TokenizerError(f"chunk_seconds must be > 0, got {self.chunk_seconds}.")
 
 
 class CodecOutput(NamedTuple):
@@ -93,6 +99,8 @@ class CodecOutput(NamedTuple):
 
 
 class ChunkSpan(NamedTuple):
+    """Which frames one chunk of a chunked pass reads, and which of its output frames are kept."""
+
     keep_start: int   # frames [keep_start, keep_end) of the whole clip come from this chunk
     keep_end: int
     read_start: int   # frames [read_start, read_end) are fed to the network (keep +- context)
@@ -100,6 +108,7 @@ class ChunkSpan(NamedTuple):
 
 
 def chunk_spans(num_frames: int, chunk_frames: int, context_frames: int) -> Iterator[ChunkSpan]:
+    """Cover `num_frames` with chunks of `chunk_frames`, each read with `context_frames` more on each side."""
     for start in range(0, num_frames, chunk_frames):
         end = min(num_frames, start + chunk_frames)
         yield ChunkSpan(start, end, max(0, start - context_frames), min(num_frames, end + context_frames))
@@ -134,10 +143,12 @@ class RVQCodec(AudioTokenizer):
     # ---- metadata -----------------------------------------------------------------------
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """One codebook size per RVQ layer."""
         return self.quantizer.codebook_sizes
 
     @property
     def hop_length(self) -> int:
+        """Samples per code frame (the product of the strides)."""
         return self.encoder.hop_length
 
     @property
@@ -151,6 +162,7 @@ class RVQCodec(AudioTokenizer):
         return self.config.semantic_dimension
 
     def num_frames(self, num_samples: int) -> int:
+        """Code frames of a clip of `num_samples` samples."""
         return math.ceil(num_samples / self.hop_length)
 
     # ---- the training pass --------------------------------------------------------------
@@ -159,6 +171,7 @@ class RVQCodec(AudioTokenizer):
         return rearrange(self.encoder(wav), "b d n -> b n d")
 
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """The training pass over (B, 1, T) with the first `n_q` layers (default all)."""
         return self.forward_latent(wav, self.encode_latent(wav), n_q)
 
     def forward_latent(self, wav: torch.Tensor, latent: torch.Tensor, n_q: int | None = None) -> CodecOutput:
@@ -190,7 +203,8 @@ class RVQCodec(AudioTokenizer):
     # pass; an LSTM runs at the frame rate over the whole frame sequence (hop_length times
     # smaller than the audio-rate activations), so the result stays exact with an LSTM too.
 
-    def _encode(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float | None = None) -> Tokens:
+    def _encode(self, wav: torch.Tensor, *, n_q: NumQuantizers = None,
+                chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS) -> Tokens:
         n_q = self.quantizer.check_n_q(n_q)
         with parametrize.cached():  # weight-norm weights computed once per encode, not once per chunk
             latent = self._encode_latent_chunked(wav, self._chunk_frames(chunk_seconds))
@@ -210,6 +224,7 @@ class RVQCodec(AudioTokenizer):
         return self.encode(wav, n_q=1, **opts).codes[:, 0]
 
     def check_codes(self, tokens: Tokens) -> None:
+        """Codes must be (B, n_q, N) with 1 <= n_q <= num_quantizers, inside the codebooks."""
         codes = tokens.codes
         if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers:
             raise TokenizerError(
@@ -217,7 +232,7 @@ class RVQCodec(AudioTokenizer):
                 f"got {tuple(codes.shape)}.")
         super().check_codes(tokens)
 
-    def _decode(self, tokens: Tokens, chunk_seconds: float | None = None) -> torch.Tensor:
+    def _decode(self, tokens: Tokens, *, chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS) -> torch.Tensor:
         codes = tokens.codes  # (B, n_q, N): any number of leading layers
         recurrent, convolutions = self.decoder.split_at_lstm()
         with parametrize.cached():
@@ -229,8 +244,7 @@ class RVQCodec(AudioTokenizer):
         num_samples = tokens.meta.get("num_samples")  # Tokens.meta is optional metadata, not config
         return wav if num_samples is None else wav[..., :num_samples]
 
-    def _chunk_frames(self, chunk_seconds: float | None) -> int:
-        chunk_seconds = self.config.chunk_seconds if chunk_seconds is None else chunk_seconds
+    def _chunk_frames(self, chunk_seconds: float) -> int:
         if chunk_seconds <= 0:
             raise TokenizerError(f"chunk_seconds must be > 0, got {chunk_seconds}.")
         return max(1, round(chunk_seconds * self.sample_rate / self.hop_length))

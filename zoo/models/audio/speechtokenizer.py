@@ -18,5 +18,7 @@ class SpeechTokenizerConfig(RVQCodecConfig):
 
 
 class SpeechTokenizer(RVQCodec):
+    """SpeechTokenizer: the shared RVQ codec under its own name and released weights."""
+
     architecture = "speechtokenizer"
     config_class = SpeechTokenizerConfig

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from zoo.models.image.titok import VIT_SIZES, TiTok, TiTokConfig
 
 
 @dataclass
 class OneDPieceConfig(TiTokConfig):
+    """Two-stage TiTok's architecture with 256 tokens and the old reshape (One-D-Piece's releases)."""
+
     num_tokens: int = 256
     latent_reshape_without_permute: bool = True
 
@@ -34,13 +34,7 @@ def onedpiece_config(size: str, num_tokens: int = 256, **fields) -> OneDPieceCon
 
 
 class OneDPiece(TiTok):
+    """TiTok trained with tail token drop: `encode(x, num_tokens=k)` keeps a prefix that decodes on its own."""
+
     architecture = "onedpiece"
     config_class = OneDPieceConfig
-
-    def sample_kept_lengths(self, batch_size: int, per_image: bool = False,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
-        """Tail token drop: lengths drawn uniformly from [1, N], for `forward(x, num_tokens=...)`.
-        The paper draws one length per batch (per_image=False); per_image=True draws one per image."""
-        count = batch_size if per_image else 1
-        lengths = torch.randint(1, self.config.num_tokens + 1, (count,), generator=generator)
-        return lengths.expand(batch_size).clone().to(self.device)

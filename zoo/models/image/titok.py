@@ -23,6 +23,7 @@ Images in and out are in [0, 1], as in the official code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
@@ -32,14 +33,21 @@ from zoo.blocks.vqgan import ProxyCodePixelDecoder
 from zoo.errors import TokenizerError
 from zoo.quantize import VectorQuantizer
 from zoo.tokenizer import ImageTokenizer, TokenizerConfig, TokenizerOutput
-from zoo.tokens import Tokens
+from zoo.tokens import Tokens, lengths_to_mask
 
 # ViT sizes of the paper: width, depth, heads
 VIT_SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}
 
+# encode option
+NumTokens = Annotated[int | torch.Tensor | None,
+                      "leading tokens to keep per image, 1 to num_tokens: an int, or a (B,) integer tensor of "
+                      "per-image lengths (default: all)"]
+
 
 @dataclass
 class TiTokConfig(TokenizerConfig):
+    """TiTok's architecture: image and patch size, token count, ViT sizes, bottleneck, decoder output."""
+
     image_size: int = 256
     patch_size: int = 16
     num_tokens: int = 32               # latent tokens per image
@@ -97,6 +105,7 @@ class TiTokEncoder(nn.Module):
         self.to_token = nn.Linear(width, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) -> token features (B, N, out_dim)."""
         b = x.shape[0]
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, G*G, W)
         patches = torch.cat([self.cls_token.expand(b, 1, -1), patches], dim=1) + self.position_embedding
@@ -138,6 +147,7 @@ class TiTokDecoder(nn.Module):
             self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
 
     def forward(self, tokens: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, n, token_dim), padding (B, n) bool or None -> logits (B, K, G, G) or pixels (B, 3, H, W)."""
         b, n, _ = tokens.shape
         g = self.grid_size
         x = self.token_embed(tokens) + self.latent_position_embedding[:n]  # (B, n, W)
@@ -155,6 +165,8 @@ class TiTokDecoder(nn.Module):
 
 
 class TiTok(ImageTokenizer):
+    """ViT encoder with latent tokens -> VQ (or VAE) bottleneck -> ViT decoder (-> VQGAN pixel decoder)."""
+
     architecture = "titok"
     config_class = TiTokConfig
 
@@ -190,6 +202,7 @@ class TiTok(ImageTokenizer):
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """(codebook_size,) for the VQ bottleneck, () for the VAE (continuous tokens)."""
         return (self.config.codebook_size,) if self.config.bottleneck == "vq" else ()
 
     # ---- pieces --------------------------------------------------------------------------
@@ -220,7 +233,7 @@ class TiTok(ImageTokenizer):
         how many leading tokens of each image are valid; the rest are ignored."""
         padding = None
         if lengths is not None and bool((lengths < latents.shape[1]).any()):
-            padding = torch.arange(latents.shape[1], device=latents.device)[None] >= lengths[:, None]
+            padding = ~lengths_to_mask(lengths, latents.shape[1])
         out = self.decoder(latents, padding)
         return self.pixel_decoder(out) if self.pixel_decoder is not None else out
 
@@ -241,7 +254,7 @@ class TiTok(ImageTokenizer):
         return self.decoder(latents, padding), aux_loss
 
     # ---- the API ---------------------------------------------------------------------------
-    def _encode(self, x: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> Tokens:
+    def _encode(self, x: torch.Tensor, *, num_tokens: NumTokens = None) -> Tokens:
         z = self.encoder(x)  # (B, N, C) or (B, N, 2C)
         b = x.shape[0]
         lengths = self.kept_lengths(num_tokens, b)
@@ -251,7 +264,7 @@ class TiTok(ImageTokenizer):
             codes, latents = torch.zeros(b, 0, dtype=torch.long, device=z.device), self.split_posterior(z)[0]
         if lengths is not None:
             width = int(lengths.max())
-            past = torch.arange(width, device=z.device)[None] >= lengths[:, None]  # (B, width) padding
+            past = ~lengths_to_mask(lengths, width)  # (B, width) padding
             if self.quantizer is not None:
                 codes = codes[:, :width].masked_fill(past, 0)
             else:
