@@ -50,11 +50,17 @@ def test_the_layer_check_sees_imports_inside_functions(tmp_path):
     assert [m for _, m in imported_modules(probe)] == ["zoo.hub.registry", "zoo"]
 
 
+# methods that implement a hook their base class documents (torch, Lightning, the training skeleton, terms)
+HOOKS = {"forward", "extra_repr", "train", "setup", "configure_optimizers", "configure_callbacks", "training_step",
+         "validation_step", "train_dataloader", "val_dataloader", "generator_step", "discriminator_loss", "bind"}
+
+
 def public_names_without_docstring(path: Path):
     def walk(node, prefix):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not child.name.startswith("_"):
-                if ast.get_docstring(child) is None:
+                hook = prefix and isinstance(child, ast.FunctionDef) and (child.name in HOOKS or child.name.startswith("on_"))
+                if ast.get_docstring(child) is None and not hook:
                     yield f"{path.relative_to(ROOT)}:{child.lineno} {prefix}{child.name}"
                 if isinstance(child, ast.ClassDef):
                     yield from walk(child, f"{prefix}{child.name}.")
@@ -62,10 +68,9 @@ def public_names_without_docstring(path: Path):
 
 
 def test_every_public_class_and_function_has_a_docstring():
-    # zoo/training is being rewritten on its own branch; zoo/quantize.py is renamed on the quant-names branch
+    # zoo/quantize.py is renamed on the quant-names branch
     skipped = {ROOT / "zoo/quantize.py"}
-    files = [p for p in python_files(["zoo", "kernels", "hub"])
-             if p not in skipped and "training" not in p.relative_to(ROOT).parts[:2]]
+    files = [p for p in python_files(["zoo", "kernels", "hub"]) if p not in skipped]
     missing = [name for path in files for name in public_names_without_docstring(path)]
     assert not missing, "\n".join(missing)
 
