@@ -117,8 +117,9 @@ def test_batch_with_per_image_lengths_decodes_like_each_prefix_alone(kind):
     api = model.decode(tokens)
     for i, k in enumerate([1, 4, 8]):
         alone = model.decode_latents(latents[i:i + 1, :k])
-        torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=1e-5, rtol=1e-4)
+        # float32 rounding of masked vs shorter attention through unit-scale weights: up to ~1.2e-5 seen
+        torch.testing.assert_close(batch[i:i + 1], alone, atol=5e-5, rtol=1e-4)
+        torch.testing.assert_close(api[i:i + 1], alone.clamp(0, 1), atol=5e-5, rtol=1e-4)
     # a prefix is not the full decode: the tail tokens carry information
     full = latents_of(model, model.encode(x))
     assert (model.decode_latents(full[:, :2]) - model.decode_latents(full)).abs().max() > 1e-3
