@@ -18,6 +18,7 @@ import torch
 from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
 from zoo.hub.sources import fetch_file, fetch_pretrained_folder
 from zoo.io import read_checkpoint
+from zoo.quantize import upgrade_library_keys
 from zoo.tokenizer import CONFIG_NAME, Tokenizer, TokenizerConfig, load_state_dict_checked
 
 StateDict = dict[str, torch.Tensor]
@@ -143,7 +144,7 @@ def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
         model = Tokenizer.from_pretrained(path)  # one of our own folders
         model.name = entry.name
         return model
-    state = read_checkpoint(path)
+    state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
     model = entry.build()
     ours = set(model.state_dict())
     if entry.converter is not None and not set(state) <= ours:

@@ -155,7 +155,7 @@ def test_forward_returns_codec_output_with_distillation_features():
     assert out.latent.shape == out.quantized.shape == (2, n, 16)
     assert out.layer_quantized.shape == (2, 3, n, 16) and out.semantic_features.shape == (2, n, 8)
     # the layer outputs are the codebook rows of the codes
-    rows = codec.quantizer.rvq.layers[1].get_output_from_indices(codes[:, 1])
+    rows = codec.quantizer.state_dict()["layers.1.codebook"][codes[:, 1]]
     assert torch.allclose(out.layer_quantized[:, 1], rows, atol=1e-6)
     # the distillation feature trains the encoder (straight-through) and the semantic head
     out.semantic_features.pow(2).mean().backward()
@@ -201,9 +201,9 @@ def to_official_layout(codec) -> dict[str, torch.Tensor]:
     official = {}
     for key, value in codec.state_dict().items():
         if key.startswith("quantizer."):
-            layer, name = re.match(r"quantizer\.rvq\.layers\.(\d+)\._codebook\.(\w+)", key).groups()
-            name = "inited" if name == "initted" else name
-            value = torch.zeros(1) if name == "inited" else value[0]  # official: (K, D), (K,), inited (1,) float
+            layer, name = re.match(r"quantizer\.layers\.(\d+)\.(\w+)", key).groups()
+            name = {"codebook": "embed", "code_sum": "embed_avg", "code_usage": "cluster_size", "initialised": "inited"}[name]
+            value = torch.zeros(1) if name == "inited" else value  # official: (K, D), (K,), inited (1,) float
             official[f"quantizer.vq.layers.{layer}._codebook.{name}"] = value
             continue
         part, _, index, rest = key.split(".", 3) if ".layers." in key else (None, None, None, key)
@@ -231,8 +231,9 @@ def test_converter_reads_the_official_layout(activation):
     assert set(converted) == set(ours)
     fresh = SpeechTokenizer(codec.config).eval()
     load_state_dict_checked(fresh, converted, source="synthetic official checkpoint")
-    assert all(bool(layer._codebook.initted) for layer in fresh.quantizer.rvq.layers)
-    assert fresh.quantizer.rvq.layers[0]._codebook.embed.shape == (1, 32, 16)
+    assert fresh.quantizer.is_initialised and all(converted[f"quantizer.layers.{i}.initialised"] for i in range(3))
+    assert converted["quantizer.layers.0.codebook"].shape == (32, 16)
+    assert torch.equal(converted["quantizer.layers.2.code_usage"], official["quantizer.vq.layers.2._codebook.cluster_size"])
     wav = wave(batch=1)
     assert torch.equal(fresh.encode(wav).codes, codec.encode(wav).codes)
     with pytest.raises(CheckpointError, match="official"):

@@ -162,13 +162,7 @@ class RVQCodec(AudioTokenizer):
     def layer_outputs(self, latent: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Each layer's codebook rows for `codes` (B, N, n_q), as (B, n_q, N, D), passing the
         gradient straight through to the residual that layer quantized."""
-        layers = self.quantizer.rvq.layers
-        residual, outputs = latent, []
-        for i in range(codes.shape[-1]):
-            rows = layers[i].get_output_from_indices(codes[..., i])
-            outputs.append(residual + (rows - residual).detach())
-            residual = residual - rows.detach()
-        return torch.stack(outputs, dim=1)
+        return self.quantizer.layer_outputs(latent, codes)
 
     def project_semantic(self, layer_output: torch.Tensor) -> torch.Tensor:
         """(B, N, D) quantized latent of any layer -> (B, N, semantic_dimension)."""
