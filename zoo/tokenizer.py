@@ -4,12 +4,18 @@ A family subclasses `ImageTokenizer` or `AudioTokenizer`, names its `architectur
 `config_class`, builds its modules from the config's fields in `__init__`, and implements
 `_encode`, `_decode` and `forward` (the training pass). Input checks, metadata, no-grad
 inference and the hub folder format live here once.
+
+The config (config.json) holds the architecture only. How a model is trained (loss weights,
+codebook EMA decay, k-means init, ...) is a family's `training_options_class`, a small frozen
+dataclass set with `set_training_options(**options)` (recipes pass theirs through the training
+module); a fresh model starts with that dataclass's defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +47,13 @@ def _tuplify(value):
 @dataclass
 class TokenizerConfig:
     """Base of every family config. Fields hold JSON values only; sequences are stored as tuples
-    so that a config read back from config.json compares equal to the one written."""
+    so that a config read back from config.json compares equal to the one written.
+
+    `training_keys` names the keys that older config.json files (and checkpoints' overrides) hold
+    but that are training options now: reading a config drops them with a warning; `replace` with
+    one of them is an error that says where it went."""
+
+    training_keys: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -53,6 +65,12 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TokenizerConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        moved = sorted(set(values) & set(cls.training_keys) - names)
+        if moved:
+            warnings.warn(f"config has training options {moved}, which config.json no longer holds; they are "
+                          "ignored (set them with set_training_options; save the model again to drop them).",
+                          stacklevel=2)
+            values = {k: v for k, v in values.items() if k not in moved}
         unknown = sorted(set(values) - names)
         if unknown:
             raise CheckpointError(
@@ -67,10 +85,39 @@ class TokenizerConfig:
         return cls(**values)
 
     def replace(self, **changes) -> "TokenizerConfig":
+        moved = sorted(set(changes) & set(self.training_keys))
+        if moved:
+            raise TokenizerError(
+                f"{', '.join(moved)} {'is a training option' if len(moved) == 1 else 'are training options'} now, "
+                f"not part of {type(self).__name__}; set {'it' if len(moved) == 1 else 'them'} with "
+                f"tokenizer.set_training_options({', '.join(f'{k}=...' for k in moved)}) or a recipe's training_options.")
         bad = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if bad:
             raise TokenizerError(f"{type(self).__name__} has no fields {bad}.")
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Base of a family's training options: knobs of the training pass, not of the architecture
+    (they are not saved in config.json). Subclasses add fields with defaults and check values in
+    `__post_init__` (raising TokenizerError)."""
+
+
+def _type_error(name: str, expected, value) -> str | None:
+    """None when `value` fits the annotation `expected` (bool, int, float, str or a tuple of them)."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+    wanted = " or ".join(k.__name__ for k in kinds)
+    return f"training option {name} must be a {wanted}, got {value!r} ({type(value).__name__})."
 
 
 class TokenizerOutput(NamedTuple):
@@ -84,6 +131,7 @@ class TokenizerOutput(NamedTuple):
 class Tokenizer(nn.Module):
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    training_options_class: ClassVar[type[TrainingOptions]] = TrainingOptions
     modality: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
@@ -102,6 +150,38 @@ class Tokenizer(nn.Module):
             )
         self.config = config
         self.name: str | None = None  # registered name, set by the hub when built from one
+        self._training_options = self.training_options_class()  # subclasses build their modules with these
+
+    # ---- training options -----------------------------------------------------------------
+    @property
+    def training_options(self) -> TrainingOptions:
+        """The training options in force (the family's `training_options_class`)."""
+        return self._training_options
+
+    def set_training_options(self, **options) -> None:
+        """Set some of the family's training options (the others keep their values) and apply them
+        to the model, e.g. `codec.set_training_options(kmeans_init=True, codebook_decay=0.95)`.
+        An unknown name or a value of the wrong type is a TokenizerError."""
+        cls = self.training_options_class
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            known = ", ".join(sorted(fields)) or "none"
+            raise TokenizerError(f"{type(self).__name__} has no training option {', '.join(unknown)}; "
+                                 f"its training options are: {known}.")
+        hints = typing.get_type_hints(cls)
+        for name, value in options.items():
+            expected = typing.get_args(hints[name]) or hints[name]
+            if (problem := _type_error(name, expected, value)) is not None:
+                raise TokenizerError(problem)
+            if expected is float:
+                options[name] = float(value)
+        self._training_options = dataclasses.replace(self._training_options, **options)
+        self._apply_training_options(self._training_options, set(options))
+
+    def _apply_training_options(self, options: TrainingOptions, changed: set[str]) -> None:
+        """Family hook: make the model use `options`; `changed` names those just set (one-off
+        actions, such as an initialisation, run only for those)."""
 
     # ---- metadata -----------------------------------------------------------------------
     @property

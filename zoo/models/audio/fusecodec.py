@@ -9,6 +9,7 @@ from this workplace): each feature stream is projected to the latent width and r
 latent through cross-attention; the results are added to the latent. In training each stream
 is dropped per example with probability `modality_dropout`, so the codec also works without
 them: encoding without features (plain `encode(wav)`) leaves the latent as the encoder made it.
+`modality_dropout` is a training option (`set_training_options(modality_dropout=...)`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from zoo.errors import TokenizerError
-from zoo.models.audio.rvq_codec import CodecOutput, RVQCodec, RVQCodecConfig
+from zoo.models.audio.rvq_codec import CodecOutput, RVQCodec, RVQCodecConfig, RVQCodecTrainingOptions
 from zoo.tokens import Tokens
 
 
@@ -26,7 +27,18 @@ from zoo.tokens import Tokens
 class FuseCodecConfig(RVQCodecConfig):
     context_dimension: int = 768   # text-LM feature size (BERT-base)
     fusion_heads: int = 8
+
+    training_keys = RVQCodecConfig.training_keys + ("modality_dropout",)  # FuseCodecTrainingOptions now
+
+
+@dataclass(frozen=True)
+class FuseCodecTrainingOptions(RVQCodecTrainingOptions):
     modality_dropout: float = 0.1  # per-example chance, in training, that a feature stream is left out
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.modality_dropout <= 1:
+            raise TokenizerError(f"modality_dropout must lie in [0, 1], got {self.modality_dropout}.")
 
 
 class CrossModalFusion(nn.Module):
@@ -75,11 +87,16 @@ class LatentFusion(nn.Module):
 class FuseCodec(RVQCodec):
     architecture = "fusecodec"
     config_class = FuseCodecConfig
+    training_options_class = FuseCodecTrainingOptions
 
     def __init__(self, config: FuseCodecConfig):
         super().__init__(config)
         self.fusion = LatentFusion(config.dimension, config.semantic_dimension, config.context_dimension,
-                                   config.fusion_heads, config.modality_dropout)
+                                   config.fusion_heads, self.training_options.modality_dropout)
+
+    def _apply_training_options(self, options: FuseCodecTrainingOptions, changed: set[str]) -> None:
+        super()._apply_training_options(options, changed)
+        self.fusion.modality_dropout = options.modality_dropout
 
     def fused_latent(self, wav: torch.Tensor, semantic: torch.Tensor | None = None,
                      context: torch.Tensor | None = None, semantic_mask: torch.Tensor | None = None,
