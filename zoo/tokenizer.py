@@ -116,8 +116,8 @@ def _type_error(name: str, expected, value) -> str | None:
             return None
         if kind is str and isinstance(value, str):
             return None
-    wanted = " or ".join(k.__name__ for k in kinds)
-    return f"training option {name} must be a {wanted}, got {value!r} ({type(value).__name__})."
+    wanted = " or ".join(("an " if k.__name__[0] in "aeiou" else "a ") + k.__name__ for k in kinds)
+    return f"training option {name} must be {wanted}, got {value!r} ({type(value).__name__})."
 
 
 class TokenizerOutput(NamedTuple):
