@@ -7,8 +7,8 @@ The official layout (EnCodec's modules, copied by SpeechTokenizer and DM-Codec u
   encoder.model.{i}.alpha                                    -> encoder.layers.{i}.alpha (Snake)
   decoder.model.{i}.convtr.convtr.weight_g / weight_v / bias -> decoder.layers.{i}.conv.parametrizations.weight.original0 / ...
   quantizer.vq.layers.{k}._codebook.embed (K, D), embed_avg (K, D), cluster_size (K,), inited (1,)
-                                                             -> quantizer.rvq.layers.{k}._codebook.embed (1, K, D), embed_avg (1, K, D),
-                                                                cluster_size (1, K), initted () = True
+                                                             -> quantizer.layers.{k}.codebook (K, D), code_sum (K, D),
+                                                                code_usage (K,), initialised () = True
   transform.weight / bias (Linear, absent when dimension == semantic_dimension) -> semantic_head.weight / bias
 Module indices are the same because our SEANet builds its layers in the official order.
 """
@@ -27,6 +27,7 @@ from zoo.models.audio.speechtokenizer import SpeechTokenizer, SpeechTokenizerCon
 
 _SEANET_KEY = re.compile(r"^(encoder|decoder)\.model\.(\d+)\.(.+)$")
 _CODEBOOK_KEY = re.compile(r"^quantizer\.vq\.layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|inited)$")
+_CODEBOOK_NAMES = {"embed": "codebook", "embed_avg": "code_sum", "cluster_size": "code_usage"}  # official -> ours
 _WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
@@ -47,11 +48,8 @@ def convert_official_rvq_codec(state: dict[str, torch.Tensor], config: RVQCodecC
             out[_seanet_key(*m.groups())] = value
         elif m := _CODEBOOK_KEY.match(key):
             layer, name = m.groups()
-            prefix = f"quantizer.rvq.layers.{layer}._codebook."
-            if name == "inited":
-                out[prefix + "initted"] = torch.tensor(True)
-            else:
-                out[prefix + name] = value.unsqueeze(0)  # one codebook head: (K, D) -> (1, K, D), (K,) -> (1, K)
+            if name != "inited":  # set below for every layer
+                out[f"quantizer.layers.{layer}.{_CODEBOOK_NAMES[name]}"] = value
         elif key.startswith("transform."):
             out["semantic_head." + key.removeprefix("transform.")] = value
         else:
@@ -61,7 +59,7 @@ def convert_official_rvq_codec(state: dict[str, torch.Tensor], config: RVQCodecC
             f"the checkpoint has keys {unknown[:5]}{' ...' if len(unknown) > 5 else ''} that are not in the official "
             "SpeechTokenizer / DM-Codec layout; is it the checkpoint of another model?")
     for layer in range(config.num_quantizers):
-        out[f"quantizer.rvq.layers.{layer}._codebook.initted"] = torch.tensor(True)
+        out[f"quantizer.layers.{layer}.initialised"] = torch.tensor(True)
     return out
 
 

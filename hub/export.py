@@ -46,7 +46,10 @@ def tokenizer_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[T
     else:
         raise CheckpointError(f"{path} names no tokenizer in its hyper-parameters (expected 'tokenizer' or 'codec').")
     name, overrides = hparams[name_key], hparams[overrides_key] or {}
-    model = zoo.create(name, **overrides)
+    # checkpoints trained before config.json held the architecture only record training options among the
+    # overrides; they shaped the run, not the model, so the model is built without them
+    moved = zoo.model_entry(name).model_class.config_class.moved_keys
+    model = zoo.create(name, **{k: v for k, v in overrides.items() if k not in moved})
     ema = {k.removeprefix(EMA_PREFIX): v for k, v in state.items() if k.startswith(EMA_PREFIX)}
     weights = ema if (use_ema and ema) else {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     load_state_dict_checked(model, weights, source=f"{path} ({'weight average' if weights is ema else prefix.rstrip('.')})")

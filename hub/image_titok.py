@@ -30,7 +30,9 @@ from zoo.models.image.titok import TiTok, TiTokConfig, titok_config
 
 StateDict = dict[str, torch.Tensor]
 
-_CODEBOOK = "quantizer.vq._codebook."
+# our codebook (K, C) and its EMA statistics, which the official quantizer does not have
+_CODEBOOK = "quantizer.codebook"
+_CODEBOOK_STATISTICS = ("quantizer.code_usage", "quantizer.code_sum", "quantizer.initialised")
 
 # (our key pattern, official replacement), applied in order to our key names
 _OUR_TO_OFFICIAL = [
@@ -49,7 +51,7 @@ _OUR_TO_OFFICIAL = [
     (r"^decoder\.token_embed\.", "decoder.decoder_embed."),
     (r"^decoder\.head\.(\d)\.", r"decoder.ffn.\1."),
     (r"^decoder\.head\.", "decoder.ffn.0."),
-    (r"^quantizer\.vq\._codebook\.embed$", "quantize.embedding.weight"),
+    (r"^quantizer\.codebook$", "quantize.embedding.weight"),
     (r"^pixel_decoder\.codebook\.weight$", "pixel_quantize.embedding.weight"),
     (r"^pixel_decoder\.decoder\.", "pixel_decoder."),
     (r"\.up\.(\d+)\.blocks\.", r".up.\1.block."),
@@ -74,7 +76,7 @@ def official_key_map(config: TiTokConfig, expected: StateDict | None = None) -> 
     expected = _meta_model(config).state_dict() if expected is None else expected
     mapping = {}
     for ours in expected:
-        if ours.startswith(_CODEBOOK) and not ours.endswith(".embed"):
+        if ours in _CODEBOOK_STATISTICS:
             continue
         official = ours
         for pattern, replacement in _OUR_TO_OFFICIAL:
@@ -89,9 +91,7 @@ def official_shapes(config: TiTokConfig, expected: StateDict | None = None) -> d
     shapes = {}
     for ours, official in official_key_map(config, expected).items():
         shape = tuple(expected[ours].shape)
-        if ours == _CODEBOOK + "embed":
-            shape = shape[1:]                 # ours (1, K, C), theirs (K, C)
-        elif official in _CONV_1X1:
+        if official in _CONV_1X1:
             shape = shape + (1, 1)            # ours a Linear, theirs a 1x1 conv
         shapes[official] = shape
     return shapes
@@ -127,13 +127,14 @@ def convert_official_titok(state: StateDict, config: TiTokConfig) -> StateDict:
     for key, official in mapping.items():
         ours[key] = state[official].detach().to(torch.float32).reshape(expected[key].shape).clone()
     if config.bottleneck == "vq":
-        embed = ours[_CODEBOOK + "embed"]
+        codebook = ours[_CODEBOOK]
         if config.codebook_distance == "cosine":
-            embed = F.normalize(embed, dim=-1)
-        ours[_CODEBOOK + "embed"] = embed
-        ours[_CODEBOOK + "embed_avg"] = embed.clone()
-        ours[_CODEBOOK + "cluster_size"] = torch.ones(expected[_CODEBOOK + "cluster_size"].shape)
-        ours[_CODEBOOK + "initted"] = torch.tensor(True)
+            codebook = F.normalize(codebook, dim=-1)
+        code_usage, code_sum, initialised = _CODEBOOK_STATISTICS
+        ours[_CODEBOOK] = codebook
+        ours[code_sum] = codebook.clone()  # EMA statistics consistent with the rows: sum / usage = codebook
+        ours[code_usage] = torch.ones(expected[code_usage].shape)
+        ours[initialised] = torch.tensor(True)
     return ours
 
 

@@ -18,6 +18,7 @@ import torch
 from zoo.errors import CheckpointError, TokenizerError, WeightsUnavailableError
 from zoo.hub.sources import fetch_file, fetch_pretrained_folder
 from zoo.io import load_state_dict_checked, read_checkpoint
+from zoo.quantize import upgrade_library_keys
 from zoo.tokenizer import CONFIG_NAME, Tokenizer, TokenizerConfig
 
 StateDict = dict[str, torch.Tensor]
@@ -146,7 +147,7 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
 def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
     if path.is_dir() and (path / CONFIG_NAME).is_file() and '"architecture"' in (path / CONFIG_NAME).read_text():
         return entry.describe(Tokenizer.from_pretrained(path))  # one of our own folders
-    state = read_checkpoint(path)
+    state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
     model = entry.build()
     ours = set(model.state_dict())
     if entry.converter is not None and not set(state) <= ours:

@@ -75,7 +75,7 @@ def test_opt_passes_typed_options_to_encode_decode_and_reconstruct(tmp_path, cap
     torch.manual_seed(0)
     codec = SpeechTokenizer(SpeechTokenizerConfig(n_filters=4, strides=(4, 2), dimension=16, semantic_dimension=8,
                                                   num_quantizers=3, codebook_size=32, lstm_layers=0,
-                                                  bidirectional_encoder_lstm=False, kmeans_init=False))
+                                                  bidirectional_encoder_lstm=False))
     folder = codec.save_pretrained(tmp_path / "codec")
     sf.write(tmp_path / "s.wav", (0.1 * np.random.randn(1600)).astype(np.float32), 16000)
     common = ["--model", str(folder), str(tmp_path / "s.wav"), "--out", str(tmp_path / "o")]

@@ -48,6 +48,43 @@ def test_embedded_default_loads_offline_and_its_folder_is_complete(name, monkeyp
     assert steps >= 1000
 
 
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_embedded_folders_hold_our_weight_names_and_the_architecture_only(name):
+    from safetensors.torch import load_file
+
+    keys = list(load_file(WEIGHTS / name / "model.safetensors"))
+    private = [k for k in keys if "_codebook" in k or ".vq." in k or ".rvq." in k or k.startswith(("vq.", "rvq."))
+               or re.search(r"\.(embed|embed_avg|cluster_size|initted)$", k)]
+    assert private == []
+    assert {"quantizer.codebook", "quantizer.layers.7.codebook"} & set(keys)
+    config = json.loads((WEIGHTS / name / "config.json").read_text())
+    model_class = zoo.model_entry(name).model_class
+    assert model_class.config_class.moved_keys and not set(model_class.config_class.moved_keys) & set(config)
+
+
+# sha256 of the codes of the bundled samples, recorded with the folders as trained (in
+# vector-quantize-pytorch's weight names), before they were saved again in ours
+RECORDED_CODES = {
+    DEFAULT_IMAGE_MODEL: "6039cac495333f20a1dfc2c42901df42648acc8f0f19cdd95f3f56707459aa40",  # astronaut.jpg, 64 codes
+    DEFAULT_SPEECH_MODEL: "d039241309dd7bc873eeb10bce7941cbfb4096cf70a908d42a90fdad0c5835e4",  # speech.flac, 8 x 273
+}
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_embedded_defaults_give_the_codes_recorded_before_the_rename(name):
+    import hashlib
+
+    from zoo.demo import samples_dir
+    from zoo.io import read_audio, read_image
+
+    model = zoo.load(name)
+    if model.modality == "image":
+        codes = model.encode(read_image(samples_dir() / "astronaut.jpg", size=model.image_size)[None]).codes
+    else:
+        codes = model.encode(read_audio(samples_dir() / "speech.flac", sample_rate=model.sample_rate)[0][None]).codes
+    assert hashlib.sha256(codes.numpy().astype("int64").tobytes()).hexdigest() == RECORDED_CODES[name]
+
+
 def test_embedded_image_tokenizer_prefixes_improve_with_tokens():
     """The first tokens carry the most (tail token drop); this short CPU training gains nothing
     past 16 tokens, and the later tokens must at least not hurt."""

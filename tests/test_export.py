@@ -56,3 +56,28 @@ def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"teacher": object()}}, tmp_path / "pickled.ckpt")
     with pytest.raises(CheckpointError, match="weights_only=True"):
         export_checkpoint(tmp_path / "pickled.ckpt", tmp_path / "out")
+
+
+def test_export_reads_a_checkpoint_with_library_names_and_training_overrides(tmp_path):
+    """A checkpoint written before config.json held the architecture only and before the zoo named
+    its quantizers' tensors: training knobs among the overrides, vector-quantize-pytorch's names."""
+    from test_training_options import to_library_names
+
+    architecture = {"encoder_depth": 1, "decoder_depth": 1}
+    moved = {"kmeans_init": True, "threshold_ema_dead_code": 0.02, "commitment_weight": 0.25}
+    model = zoo.create("zoo-image-onedpiece-64", **architecture)
+    model.train()(torch.rand(2, 3, 64, 64))  # EMA statistics of their own
+    model.eval()
+    state = {f"tokenizer.{k}": v for k, v in to_library_names(model.state_dict()).items()}
+    assert "tokenizer.quantizer.vq._codebook.embed" in state
+    torch.save({"state_dict": state, "epoch": 0, "global_step": 7,
+                "hyper_parameters": {"tokenizer": "zoo-image-onedpiece-64",
+                                     "tokenizer_overrides": {**architecture, **moved}}}, tmp_path / "old.ckpt")
+    folder = export_checkpoint(tmp_path / "old.ckpt", tmp_path / "hub")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["encoder_depth"] == 1 and not set(moved) & set(config)
+    exported = zoo.load(folder)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(exported.encode(x).codes, model.encode(x).codes)
+    assert torch.equal(exported.state_dict()["quantizer.code_usage"], model.state_dict()["quantizer.code_usage"])
+    assert "kmeans_init" in (folder / "README.md").read_text()  # the card still tells how the run was trained

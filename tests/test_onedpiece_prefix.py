@@ -23,7 +23,7 @@ def test_prefix_psnr_rises_with_tokens_on_a_trained_tiny_onedpiece(tmp_path, mon
     overrides = ('{"image_size": 32, "patch_size": 8, "num_tokens": 16, "encoder_width": 64, "encoder_depth": 2, '
                  '"encoder_heads": 2, "decoder_width": 64, "decoder_depth": 2, "decoder_heads": 2, "token_dim": 8, '
                  '"codebook_size": 64, "codebook_distance": "euclidean", "decoder_output": "pixels", '
-                 '"latent_reshape_without_permute": false, "kmeans_init": true, "threshold_ema_dead_code": 1}')
+                 '"latent_reshape_without_permute": false}')
     torch.manual_seed(0)
     cli = lightning_main([
         "fit", "--config", str(RECIPE), "--model.init_args.tokenizer_overrides", overrides,

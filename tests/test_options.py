@@ -19,7 +19,7 @@ from zoo.options import OptionSpec
 from zoo.tokenizer import ARCHITECTURES, Tokenizer
 
 TINY_CODEC = dict(n_filters=4, strides=(4, 2), dimension=16, semantic_dimension=8, num_quantizers=3,
-                  codebook_size=32, lstm_layers=0, bidirectional_encoder_lstm=False, kmeans_init=False)
+                  codebook_size=32, lstm_layers=0, bidirectional_encoder_lstm=False)
 TINY_TITOK = dict(image_size=32, patch_size=8, num_tokens=8, encoder_width=32, encoder_depth=1, encoder_heads=2,
                   decoder_width=32, decoder_depth=1, decoder_heads=2, token_dim=4, codebook_size=16,
                   decoder_output="pixels", codebook_distance="euclidean")
@@ -179,7 +179,7 @@ def test_chunk_seconds_left_the_codec_config_and_old_files_still_load(tmp_path):
     assert "chunk_seconds" not in RVQCodecConfig().to_dict()
     old = {**RVQCodecConfig().to_dict(), "chunk_seconds": 5.0}  # what config.json held before
     assert RVQCodecConfig.from_dict(old) == RVQCodecConfig()
-    assert FuseCodecConfig.moved_keys == ("chunk_seconds",)
+    assert FuseCodecConfig.moved_keys["chunk_seconds"] == "an encode / decode option"
     with pytest.raises(TokenizerError, match="chunk_seconds moved out of the config: pass it to encode/decode"):
         RVQCodecConfig().replace(chunk_seconds=5.0)
     with pytest.raises(zoo.CheckpointError, match=r"keys \['chunk_size'\]"):

@@ -20,7 +20,7 @@ from zoo.models.audio.speechtokenizer import SpeechTokenizer, SpeechTokenizerCon
 from zoo.tokenizer import TokenizerOutput, load_state_dict_checked
 
 TINY = dict(n_filters=4, strides=(4, 2), dimension=16, semantic_dimension=8, num_quantizers=3,
-            codebook_size=32, lstm_layers=0, bidirectional_encoder_lstm=False, kmeans_init=False)
+            codebook_size=32, lstm_layers=0, bidirectional_encoder_lstm=False)
 
 
 def backbone(**changes):
@@ -113,7 +113,8 @@ def test_other_sample_rate_is_resampled_with_a_warning():
 
 
 def test_untrained_kmeans_codebooks_refuse_to_encode():
-    codec = tiny_codec(kmeans_init=True)
+    codec = tiny_codec()
+    codec.set_training_options(kmeans_init=True)
     with pytest.raises(TokenizerError, match="not initialised"):
         codec.encode(wave())
 
@@ -155,7 +156,7 @@ def test_forward_returns_codec_output_with_distillation_features():
     assert out.latent.shape == out.quantized.shape == (2, n, 16)
     assert out.layer_quantized.shape == (2, 3, n, 16) and out.semantic_features.shape == (2, n, 8)
     # the layer outputs are the codebook rows of the codes
-    rows = codec.quantizer.rvq.layers[1].get_output_from_indices(codes[:, 1])
+    rows = codec.quantizer.state_dict()["layers.1.codebook"][codes[:, 1]]
     assert torch.allclose(out.layer_quantized[:, 1], rows, atol=1e-6)
     # the distillation feature trains the encoder (straight-through) and the semantic head
     out.semantic_features.pow(2).mean().backward()
@@ -173,7 +174,8 @@ def test_save_and_reload_gives_the_same_codes(tmp_path):
 
 
 def test_fusecodec_fusion_changes_the_latent_only_with_features():
-    codec = tiny_codec(FuseCodec, FuseCodecConfig, context_dimension=12, fusion_heads=2, modality_dropout=0.0)
+    codec = tiny_codec(FuseCodec, FuseCodecConfig, context_dimension=12, fusion_heads=2)
+    codec.set_training_options(modality_dropout=0.0)
     wav = wave(samples=800)
     semantic, context = torch.randn(2, 100, 8), torch.randn(2, 7, 12)
     with torch.no_grad():
@@ -189,7 +191,7 @@ def test_fusecodec_fusion_changes_the_latent_only_with_features():
                               codec.fused_latent(wav, context=changed, context_mask=mask), atol=1e-5)
     assert codec.encode(wav, semantic=semantic, context=context).codes.shape == (2, 3, 100)
     codec.train()
-    codec.fusion.modality_dropout = 1.0  # every stream dropped: the latent is the encoder's
+    codec.set_training_options(modality_dropout=1.0)  # every stream dropped: the latent is the encoder's
     out = codec(wav, semantic=semantic, context=context)
     assert torch.equal(out.latent, codec.encode_latent(wav))
 
@@ -201,9 +203,9 @@ def to_official_layout(codec) -> dict[str, torch.Tensor]:
     official = {}
     for key, value in codec.state_dict().items():
         if key.startswith("quantizer."):
-            layer, name = re.match(r"quantizer\.rvq\.layers\.(\d+)\._codebook\.(\w+)", key).groups()
-            name = "inited" if name == "initted" else name
-            value = torch.zeros(1) if name == "inited" else value[0]  # official: (K, D), (K,), inited (1,) float
+            layer, name = re.match(r"quantizer\.layers\.(\d+)\.(\w+)", key).groups()
+            name = {"codebook": "embed", "code_sum": "embed_avg", "code_usage": "cluster_size", "initialised": "inited"}[name]
+            value = torch.zeros(1) if name == "inited" else value  # official: (K, D), (K,), inited (1,) float
             official[f"quantizer.vq.layers.{layer}._codebook.{name}"] = value
             continue
         part, _, index, rest = key.split(".", 3) if ".layers." in key else (None, None, None, key)
@@ -231,8 +233,9 @@ def test_converter_reads_the_official_layout(activation):
     assert set(converted) == set(ours)
     fresh = SpeechTokenizer(codec.config).eval()
     load_state_dict_checked(fresh, converted, source="synthetic official checkpoint")
-    assert all(bool(layer._codebook.initted) for layer in fresh.quantizer.rvq.layers)
-    assert fresh.quantizer.rvq.layers[0]._codebook.embed.shape == (1, 32, 16)
+    assert fresh.quantizer.is_initialised and all(converted[f"quantizer.layers.{i}.initialised"] for i in range(3))
+    assert converted["quantizer.layers.0.codebook"].shape == (32, 16)
+    assert torch.equal(converted["quantizer.layers.2.code_usage"], official["quantizer.vq.layers.2._codebook.cluster_size"])
     wav = wave(batch=1)
     assert torch.equal(fresh.encode(wav).codes, codec.encode(wav).codes)
     with pytest.raises(CheckpointError, match="official"):
@@ -267,7 +270,7 @@ def test_official_key_names_of_the_released_config_map_onto_ours():
 def test_registered_names_encode_and_decode_one_second(name):
     assert name in zoo.list_models()
     torch.manual_seed(0)
-    codec = zoo.create(name, kmeans_init=False)
+    codec = zoo.create(name)  # random but initialised codebooks: usable at once
     wav = wave(batch=1, samples=16000)
     tokens = codec.encode(wav)
     assert tokens.codes.shape == (1, 8, 50)
@@ -286,7 +289,7 @@ def test_every_speech_name_is_registered_with_licence_and_converter():
 @pytest.mark.slow
 def test_load_named_model_from_an_official_checkpoint_file(tmp_path):
     torch.manual_seed(0)
-    codec = zoo.create("dmcodec-lm", kmeans_init=False)
+    codec = zoo.create("dmcodec-lm")
     path = tmp_path / "Model_best_dev.pt"
     torch.save(to_official_layout(codec), path)
     loaded = zoo.load("dmcodec-lm", checkpoint=path)
@@ -303,7 +306,8 @@ def test_lecun_conv_init_keeps_a_fresh_latent_informative():
     for init in ("torch", "lecun"):
         torch.manual_seed(0)
         codec = zoo.create("speechtokenizer-hubert-avg", n_filters=8, dimension=32, lstm_layers=0,
-                           semantic_dimension=32, kmeans_init=False, conv_init=init)
+                           semantic_dimension=32)
+        codec.set_training_options(conv_init=init)
         with torch.no_grad():
             z = codec.encoder(wav)  # (1, D, N)
             y = codec.decoder(z)
@@ -312,5 +316,5 @@ def test_lecun_conv_init_keeps_a_fresh_latent_informative():
     assert ratios["torch"] < 0.1 < 1 < ratios["lecun"], ratios
     convs = [m for m in codec.modules() if isinstance(m, torch.nn.Conv1d)]
     assert all(float(m.bias.detach().abs().max()) == 0 for m in convs)
-    with pytest.raises(TokenizerError, match="conv_init"):
-        zoo.create("speechtokenizer-hubert-avg", conv_init="xavier")
+    with pytest.raises(TokenizerError, match="conv_init must be 'torch' or 'lecun'"):
+        codec.set_training_options(conv_init="xavier")

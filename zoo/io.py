@@ -167,7 +167,11 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], s
     """load_state_dict(strict) with one readable error listing what does not fit.
 
     Keys absent from `state` are accepted when they alias a present tensor (tied weights,
-    which safetensors' save_model stores once)."""
+    which safetensors' save_model stores once). Quantizer tensors under vector-quantize-pytorch's
+    names (folders and checkpoints written before the zoo named them) are renamed to ours first."""
+    from zoo.quantize import upgrade_library_keys
+
+    state = upgrade_library_keys(state)
     expected = module.state_dict(keep_vars=True)
     by_storage: dict[int, list[str]] = {}
     for k, v in expected.items():

@@ -6,17 +6,44 @@ quantized latents those codes name. Training runs the library's own forward (EMA
 k-means init, dead-code restarts, commitment losses). Encoding and evaluation run our
 nearest-code search (`zoo.kernels.nearest_code`), which never builds the full (N x K)
 distance matrix and gives the library's codes.
+
+Weight names are ours, whatever the library calls its tensors (a rename upstream must not break
+a saved folder). State dicts of the quantizers hold, relative to the quantizer:
+
+  VectorQuantizer
+    codebook             (K, C)  the code vectors searched (l2-normalized for distance="cosine")
+    code_usage           (K,)    EMA of how many vectors each code was assigned per batch (dead-code restarts read it)
+    code_sum             (K, C)  EMA of the sum of the vectors assigned to each code (codebook = code_sum / code_usage)
+    initialised          ()      bool; False while a k-means initialisation waits for the first training batch
+    project_in.weight / .bias    (C, D), (C,)  only when codebook_dim C < dim D (factorized codes)
+    project_out.weight / .bias   (D, C), (D,)
+  ResidualVectorQuantizer
+    layers.{i}.codebook / code_usage / code_sum / initialised   as above, one per residual layer i
+    project_in.* / project_out.*                                as above (shared by the layers)
+  FiniteScalarQuantizer, LookupFreeQuantizer
+    project_in.* / project_out.*  when dim differs from the number of quantized channels; nothing else
+    (LFQ's bit weights are a constant of the architecture and are not stored).
+
+The library keeps a leading axis of size 1 (one codebook head) on codebook, code_usage and
+code_sum; ours drop it. The mapping between our names and the library's is `_NAMES` below, applied
+by a state-dict hook (saving) and a load pre-hook (loading) on each quantizer; the library module
+itself (`.vq`, `.rvq`, `.fsq`, `.lfq`) is an implementation detail. `upgrade_library_keys` renames
+the library's names, as folders and checkpoints written before carry them, to ours.
+
+Which processes share codebook statistics is fixed when the library builds a codebook;
+`sync_codebooks_across_processes(module, enabled)` rebuilds every quantizer in a module with that
+decision (a LightningModule calls it in `setup`, once the world size is known).
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import re
+from typing import Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import FSQ, LFQ, ResidualVQ, VectorQuantize
-from vector_quantize_pytorch import vector_quantize_pytorch as vq_library
 
 from zoo.errors import TokenizerError
 from zoo.kernels import fsq_round, lfq_round, nearest_code, residual_nearest_codes
@@ -45,23 +72,127 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> CodebookUsage:
     return CodebookUsage(float((counts > 0).double().mean()), float(entropy.exp()))
 
 
-def _sync_across_processes_when_distributed(codebook: nn.Module, args) -> None:
-    """Forward pre-hook on each library codebook. The library decides once, when a codebook is built,
-    whether to all-reduce its EMA statistics and k-means / dead-code samples across processes; a
-    LightningModule builds its model before DDP starts, so every rank's codebook would drift on its
-    own. Deciding at each call keeps the ranks' codebooks identical."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
-    sample = vq_library.sample_vectors_distributed if distributed else vq_library.batched_sample_vectors
-    reduce = torch.distributed.all_reduce if distributed else vq_library.noop
-    codebook.sample_fn = codebook.replace_sample_fn = sample
-    codebook.all_reduce_fn = codebook.kmeans_all_reduce_fn = reduce
+# ---- our weight names <-> the library's ---------------------------------------------------------
+
+class _Name(NamedTuple):
+    ours: str      # relative to our quantizer; "{i}" stands for a residual layer's index
+    library: str   # where vector-quantize-pytorch keeps the tensor, relative to our quantizer
+    squeeze: bool  # the library keeps a leading codebook-head axis of size 1 that ours drops
 
 
-def _sync_codebooks_at_run_time(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, vq_library.Codebook):
-            m.register_forward_pre_hook(_sync_across_processes_when_distributed)
+def _codebook_names(ours: str, library: str) -> tuple[_Name, ...]:
+    return (_Name(ours + "codebook", library + "_codebook.embed", True),
+            _Name(ours + "code_usage", library + "_codebook.cluster_size", True),
+            _Name(ours + "code_sum", library + "_codebook.embed_avg", True),
+            _Name(ours + "initialised", library + "_codebook.initted", False))
+
+
+def _projection_names(library: str) -> tuple[_Name, ...]:
+    return tuple(_Name(f"{p}.{w}", f"{library}{p}.{w}", False)
+                 for p in ("project_in", "project_out") for w in ("weight", "bias"))
+
+
+# The one table of our names: quantizer kind -> its tensors; and the library's constants that our
+# state dicts leave out (the hooks put the module's own values back when loading).
+_NAMES: dict[str, tuple[_Name, ...]] = {
+    "VectorQuantizer": _codebook_names("", "vq.") + _projection_names("vq."),
+    "ResidualVectorQuantizer": _codebook_names("layers.{i}.", "rvq.layers.{i}.") + _projection_names("rvq."),
+    "FiniteScalarQuantizer": _projection_names("fsq."),
+    "LookupFreeQuantizer": _projection_names("lfq."),
+}
+_LEFT_OUT: dict[str, tuple[str, ...]] = {"LookupFreeQuantizer": ("lfq.mask",)}
+
+
+def _pattern(template: str, lead: str = "^") -> re.Pattern:
+    return re.compile(lead + re.escape(template).replace(re.escape("{i}"), r"(?P<i>\d+)") + "$")
+
+
+_ANY_PREFIX = r"^(?P<prefix>(?:.+\.)?)"
+# full keys with any module prefix, for upgrade_library_keys
+_LIBRARY_KEYS = [(_pattern(n.library, _ANY_PREFIX), n) for names in _NAMES.values() for n in names]
+_LEFT_OUT_KEYS = [_pattern(k, _ANY_PREFIX) for keys in _LEFT_OUT.values() for k in keys]
+# keys relative to one quantizer, for its hooks: kind -> [(pattern of the library's name, name)], ours likewise
+_FROM_LIBRARY = {kind: [(_pattern(n.library), n) for n in names] for kind, names in _NAMES.items()}
+_FROM_OURS = {kind: [(_pattern(n.ours), n) for n in names] for kind, names in _NAMES.items()}
+
+
+def _fill(template: str, match: re.Match) -> str:
+    return template.replace("{i}", match.group("i")) if "{i}" in template else template
+
+
+def upgrade_library_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with vector-quantize-pytorch's names for quantizer tensors (what folders and
+    checkpoints written before the zoo named its own carry, e.g. `quantizer.vq._codebook.embed`,
+    `quantizer.rvq.layers.3._codebook.cluster_size`) -> the same tensors under our names
+    (`quantizer.codebook`, `quantizer.layers.3.code_usage`), in the same order. Keys already in our
+    names, and all other keys, pass unchanged; the library's constants (LFQ's bit weights) are dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if any(p.match(key) for p in _LEFT_OUT_KEYS):
+            continue
+        for pattern, name in _LIBRARY_KEYS:
+            if m := pattern.match(key):
+                key = m.group("prefix") + _fill(name.ours, m)
+                value = value.squeeze(0) if name.squeeze and value.ndim and value.shape[0] == 1 else value
+                break
+        out[key] = value
+    return out
+
+
+def _save_with_our_names(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """State-dict post-hook of a quantizer: the library's names under `prefix` -> ours."""
+    kind = module._kind
+    left_out = _LEFT_OUT.get(kind, ())
+    mine = [k for k in state_dict if k.startswith(prefix)]
+    renamed = {}
+    for key in mine:
+        value = state_dict.pop(key)
+        relative = key[len(prefix):]
+        if relative in left_out:
+            continue
+        for pattern, name in _FROM_LIBRARY[kind]:
+            if m := pattern.match(relative):
+                renamed[prefix + _fill(name.ours, m)] = value.squeeze(0) if name.squeeze else value
+                break
+        else:
+            raise TokenizerError(
+                f"vector-quantize-pytorch keeps a tensor {relative!r} in {type(module).__name__} that the zoo has no "
+                "name for; install the library version pinned in the zoo's pyproject.toml.")
+    # our order: the table's (codebook first), layer by layer
+    order = {n.ours: i for i, n in enumerate(_NAMES[kind])}
+
+    def rank(key: str):
+        relative = key[len(prefix):]
+        layer = re.match(r"layers\.(\d+)\.", relative)
+        generic = re.sub(r"^layers\.\d+\.", "layers.{i}.", relative)
+        return (0 if layer else 1, int(layer.group(1)) if layer else 0, order.get(generic, len(order)))
+
+    for key in sorted(renamed, key=rank):
+        state_dict[key] = renamed[key]
+
+
+def _load_from_our_names(module: nn.Module, state_dict: dict, prefix: str, local_metadata, strict,
+                         missing_keys, unexpected_keys, error_msgs) -> None:
+    """Load pre-hook of a quantizer: our names under `prefix` (or the library's, through
+    upgrade_library_keys) -> the library's, so that the library module loads them."""
+    kind = module._kind
+    mine = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+    mine = upgrade_library_keys(mine)
+    for key, value in mine.items():
+        relative = key[len(prefix):]
+        for pattern, name in _FROM_OURS[kind]:
+            if m := pattern.match(relative):
+                key, value = prefix + _fill(name.library, m), value.unsqueeze(0) if name.squeeze else value
+                break
+        state_dict[key] = value
+    for relative in _LEFT_OUT.get(kind, ()):  # constants of the architecture: the module's own values
+        attr, _, name = relative.partition(".")
+        state_dict[prefix + relative] = getattr(module, attr).get_buffer(name)
+
+
+def _use_our_names(module: nn.Module) -> None:
+    module.register_state_dict_post_hook(_save_with_our_names)
+    module.register_load_state_dict_pre_hook(_load_from_our_names)
 
 
 def _check_latents(z: torch.Tensor, dim: int, who: str) -> None:
@@ -85,9 +216,90 @@ def _encode_with(vq: VectorQuantize, z: torch.Tensor, cosine: bool) -> torch.Ten
     return nearest_code(flat, vq.codebook, cosine=cosine).view(x.shape[:-1])
 
 
-class VectorQuantizer(nn.Module):
+class _CodebookQuantizer(nn.Module):
+    """What VectorQuantizer and ResidualVectorQuantizer share: our weight names over a library
+    module (`self.<_library_attr>`, built from `self._library_args` by the library's public
+    constructor) and rebuilding it with other training knobs or another sync decision, keeping
+    every tensor it holds."""
+
+    _kind: str = ""
+    _library_attr: str = ""
+    _library_class: type = nn.Module
+
+    def _build(self, library_args: dict) -> None:
+        self._library_args = dict(library_args)
+        setattr(self, self._library_attr, self._library_class(**self._library_args))
+
+    def _library_codebooks(self):
+        """The library's codebook modules (one per residual layer)."""
+        raise NotImplementedError
+
+    def _rebuild(self, **changes) -> None:
+        """The library module built again through its constructor with `changes` to its arguments;
+        the tensors (codebooks, statistics, projections) are moved over as they are (the same tensor
+        objects, so an optimizer holding the projections still holds them) and the global random
+        state is left untouched."""
+        old = getattr(self, self._library_attr)
+        requires_grad = {name: p.requires_grad for name, p in old.named_parameters()}
+        device = next((t.device for t in [*old.parameters(), *old.buffers()]), torch.device("cpu"))
+        args = {**self._library_args, **changes}
+        with torch.random.fork_rng(devices=[]):  # building draws a random codebook that is then replaced
+            new = self._library_class(**args)
+        new.load_state_dict(old.state_dict(keep_vars=True), strict=True, assign=True)
+        for name, p in new.named_parameters():
+            p.requires_grad_(requires_grad[name])
+        new.to(device).train(old.training)
+        self._library_args = args
+        setattr(self, self._library_attr, new)
+
+    @property
+    def is_initialised(self) -> bool:
+        """False only while a k-means initialisation waits for the first training batch."""
+        return all(bool(c.initted) for c in self._library_codebooks())
+
+    def configure_training(self, *, commitment_weight: float | None = None, decay: float | None = None,
+                           kmeans_init: bool | None = None, kmeans_iters: int | None = None,
+                           threshold_ema_dead_code: float | None = None) -> None:
+        """Set the training knobs of the library's forward (None: keep the current one); the codebooks
+        and their statistics are kept. commitment_weight: weight of the commitment loss; decay: EMA
+        decay of the codebook statistics; threshold_ema_dead_code: codes whose EMA usage (code_usage)
+        falls below it restart from batch vectors; kmeans_iters: k-means iterations of a k-means init.
+        kmeans_init=True marks the codebooks for k-means initialisation on the next training batch
+        (encoding refuses until then); kmeans_init=False cancels a pending one, keeping the current
+        rows. Loading a state dict afterwards sets `initialised` as saved."""
+        changes = {k: v for k, v in dict(commitment_weight=commitment_weight, decay=decay, kmeans_init=kmeans_init,
+                                          kmeans_iters=kmeans_iters,
+                                          threshold_ema_dead_code=threshold_ema_dead_code).items() if v is not None}
+        if changes:
+            self._rebuild(**changes)
+        if kmeans_init is not None:
+            for codebook in self._library_codebooks():
+                codebook.initted.fill_(not kmeans_init)
+
+    def sync_across_processes(self, enabled: bool) -> None:
+        """Rebuild so that the codebook statistics, k-means samples and dead-code restarts are
+        all-reduced / broadcast across the processes of torch.distributed (enabled) or kept local."""
+        self._rebuild(sync_codebook=bool(enabled))
+
+
+def sync_codebooks_across_processes(module: nn.Module, enabled: bool) -> None:
+    """Decide for every codebook quantizer inside `module` whether its EMA statistics, k-means
+    init and dead-code restarts are shared across the processes of torch.distributed (DDP ranks).
+
+    vector-quantize-pytorch fixes that when it builds a codebook (its `sync_codebook` argument),
+    but a LightningModule builds its model before the processes start; call this once they do,
+    e.g. in `LightningModule.setup()` with `enabled = trainer.world_size > 1`, before the optimizers
+    are made. The quantizers are rebuilt through the library's constructor with their tensors kept,
+    so codes do not change. FSQ and LFQ learn no codebook and are left as they are."""
+    for quantizer in [m for m in module.modules() if isinstance(m, _CodebookQuantizer)]:
+        quantizer.sync_across_processes(enabled)
+
+
+class VectorQuantizer(_CodebookQuantizer):
     """A single codebook. `distance="cosine"` is l2-normalized VQ (inputs and codes on the sphere);
     `codebook_dim` < `dim` adds factorized in/out projections."""
+
+    _kind, _library_attr, _library_class = "VectorQuantizer", "vq", VectorQuantize
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int | None = None,
                  distance: str = "euclidean", commitment_weight: float = 1.0, decay: float = 0.8,
@@ -97,15 +309,18 @@ class VectorQuantizer(nn.Module):
         if distance not in DISTANCES:
             raise TokenizerError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         self.dim, self.codebook_size, self.distance = dim, codebook_size, distance
-        self.vq = VectorQuantize(
+        self._build(dict(
             dim=dim, codebook_size=codebook_size, codebook_dim=codebook_dim,
             use_cosine_sim=distance == "cosine", commitment_weight=commitment_weight, decay=decay,
             kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
             threshold_ema_dead_code=threshold_ema_dead_code,
             learnable_codebook=learnable_codebook, ema_update=not learnable_codebook,
             rotation_trick=rotation_trick,
-        )
-        _sync_codebooks_at_run_time(self.vq)
+        ))
+        _use_our_names(self)
+
+    def _library_codebooks(self):
+        return [self.vq._codebook]
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -115,11 +330,6 @@ class VectorQuantizer(nn.Module):
     def codebook(self) -> torch.Tensor:
         """(K, codebook_dim) codebook rows as searched."""
         return self.vq.codebook
-
-    @property
-    def is_initialised(self) -> bool:
-        """False only while a k-means initialisation waits for the first training batch."""
-        return bool(self.vq._codebook.initted)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         _check_latents(z, self.dim, "VectorQuantizer")
@@ -139,10 +349,12 @@ class VectorQuantizer(nn.Module):
         return self.vq.get_output_from_indices(codes.long())
 
 
-class ResidualVectorQuantizer(nn.Module):
+class ResidualVectorQuantizer(_CodebookQuantizer):
     """`num_quantizers` codebooks, each quantizing what the previous ones left. Any number of
     leading layers can encode or decode (bitrate control). The residual passed to the next layer
     is detached from the previous layer's output (the library's behaviour)."""
+
+    _kind, _library_attr, _library_class = "ResidualVectorQuantizer", "rvq", ResidualVQ
 
     def __init__(self, dim: int, num_quantizers: int, codebook_size: int, codebook_dim: int | None = None,
                  distance: str = "euclidean", commitment_weight: float = 1.0, decay: float = 0.8,
@@ -152,22 +364,20 @@ class ResidualVectorQuantizer(nn.Module):
         if distance not in DISTANCES:
             raise TokenizerError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         self.dim, self.num_quantizers, self.codebook_size, self.distance = dim, num_quantizers, codebook_size, distance
-        self.rvq = ResidualVQ(
+        self._build(dict(
             dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, codebook_dim=codebook_dim,
             use_cosine_sim=distance == "cosine", commitment_weight=commitment_weight, decay=decay,
             kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
             quantize_dropout=quantize_dropout, rotation_trick=rotation_trick,
-        )
-        _sync_codebooks_at_run_time(self.rvq)
+        ))
+        _use_our_names(self)
+
+    def _library_codebooks(self):
+        return [layer._codebook for layer in self.rvq.layers]
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.num_quantizers
-
-    @property
-    def is_initialised(self) -> bool:
-        """False only while a k-means initialisation waits for the first training batch."""
-        return all(bool(layer._codebook.initted) for layer in self.rvq.layers)
 
     def check_n_q(self, n_q: int | None) -> int:
         n_q = self.num_quantizers if n_q is None else n_q
@@ -203,10 +413,30 @@ class ResidualVectorQuantizer(nn.Module):
         total = sum(layer.get_output_from_indices(codes[..., i]) for i, layer in enumerate(self.rvq.layers[:n_q]))
         return self.rvq.project_out(total)
 
+    def layer_outputs(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Each layer's codebook rows for `codes` (B, N, n_q), as (B, n_q, N, C), for latents z
+        (B, N, D) that gave those codes. The gradient passes straight through to the residual each
+        layer quantized; the residual handed to the next layer is detached from the layer's rows, as
+        in the training forward. C is codebook_dim: the rows are in the codebook space (that of z
+        when there are no projections)."""
+        _check_latents(z, self.dim, "ResidualVectorQuantizer")
+        n_q = self.check_n_q(codes.shape[-1])
+        if codes.shape[:-1] != z.shape[:-1]:
+            raise TokenizerError(f"codes {tuple(codes.shape)} do not fit latents {tuple(z.shape)}: "
+                                 "they must be (B, N, n_q) for latents (B, N, D).")
+        residual, outputs = self.rvq.project_in(z), []
+        for i, layer in enumerate(self.rvq.layers[:n_q]):
+            rows = layer.get_output_from_indices(codes[..., i].long())
+            outputs.append(residual + (rows - residual).detach())
+            residual = residual - rows.detach()
+        return torch.stack(outputs, dim=1)
+
 
 class FiniteScalarQuantizer(nn.Module):
     """FSQ: each of len(levels) channels is bounded and rounded to `levels[i]` values; no codebook
     to learn and no auxiliary loss. Codebook size is prod(levels)."""
+
+    _kind = "FiniteScalarQuantizer"
 
     def __init__(self, dim: int, levels: tuple[int, ...]):
         super().__init__()
@@ -214,6 +444,7 @@ class FiniteScalarQuantizer(nn.Module):
             raise TokenizerError(f"FSQ levels must each be at least 3, got {tuple(levels)}.")
         self.dim, self.levels = dim, tuple(levels)
         self.fsq = FSQ(levels=list(levels), dim=dim)
+        _use_our_names(self)
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -235,6 +466,8 @@ class FiniteScalarQuantizer(nn.Module):
 class LookupFreeQuantizer(nn.Module):
     """LFQ: log2(codebook_size) channels, each quantized to its sign; trained with an entropy loss."""
 
+    _kind = "LookupFreeQuantizer"
+
     def __init__(self, dim: int, codebook_size: int, entropy_loss_weight: float = 0.1,
                  commitment_loss_weight: float = 0.25, diversity_gamma: float = 1.0):
         super().__init__()
@@ -243,6 +476,7 @@ class LookupFreeQuantizer(nn.Module):
         self.dim, self.codebook_size = dim, codebook_size
         self.lfq = LFQ(dim=dim, codebook_size=codebook_size, entropy_loss_weight=entropy_loss_weight,
                        commitment_loss_weight=commitment_loss_weight, diversity_gamma=diversity_gamma)
+        _use_our_names(self)
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:

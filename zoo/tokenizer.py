@@ -6,12 +6,18 @@ A family subclasses `ImageTokenizer` or `AudioTokenizer`, names its `architectur
 `_decode` are the family's encode / decode options (see zoo.options): `encode(x, **options)` and
 `decode(tokens, **options)` check them by name and type first. Input checks, metadata, no-grad
 inference and the hub folder format live here once.
+
+The config (config.json) holds the architecture only. How a model is trained (loss weights,
+codebook EMA decay, k-means init, ...) is a family's `training_options_class`, a small frozen
+dataclass set with `set_training_options(**options)` (recipes pass theirs through the training
+module); a fresh model starts with that dataclass's defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +55,11 @@ class TokenizerConfig:
     """Base of every family config. Fields hold JSON values only; sequences are stored as tuples
     so that a config read back from config.json compares equal to the one written.
 
-    `moved_keys` names keys that older config.json files hold but that are no longer architecture
-    (inference options, training knobs): `from_dict` drops them, so those files still load."""
+    `moved_keys` names the keys that older config.json files (and checkpoints' overrides) hold but
+    that are no longer architecture, each with where it went (an encode / decode option, a training
+    option): `from_dict` drops them, so those files still load; `replace` with one names its new place."""
 
-    moved_keys: ClassVar[tuple[str, ...]] = ()
+    moved_keys: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -82,14 +89,41 @@ class TokenizerConfig:
         return cls(**values)
 
     def replace(self, **changes) -> "TokenizerConfig":
-        """A copy with some fields changed; a name that is not a field is an error."""
+        """A copy with some fields changed; a name that is not a field is an error (one that moved out
+        of the config says where it went)."""
+        moved = sorted(set(changes) & set(self.moved_keys))
+        if moved:
+            places = "; ".join(f"{k} is {self.moved_keys[k]} now" for k in moved)
+            raise TokenizerError(
+                f"{places}, not part of {type(self).__name__}: pass encode / decode options to encode() / decode(), "
+                "and set training options with tokenizer.set_training_options(...) or a recipe's training_options.")
         bad = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if bad:
-            moved = sorted(set(bad) & set(self.moved_keys))
-            hint = (f" ({', '.join(moved)} moved out of the config: pass it to encode/decode or set it in the "
-                    "training recipe)") if moved else ""
-            raise TokenizerError(f"{type(self).__name__} has no fields {bad}{hint}.")
+            raise TokenizerError(f"{type(self).__name__} has no fields {bad}.")
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Base of a family's training options: knobs of the training pass, not of the architecture
+    (they are not saved in config.json). Subclasses add fields with defaults and check values in
+    `__post_init__` (raising TokenizerError)."""
+
+
+def _type_error(name: str, expected, value) -> str | None:
+    """None when `value` fits the annotation `expected` (bool, int, float, str or a tuple of them)."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+    wanted = " or ".join(("an " if k.__name__[0] in "aeiou" else "a ") + k.__name__ for k in kinds)
+    return f"training option {name} must be {wanted}, got {value!r} ({type(value).__name__})."
 
 
 class TokenizerOutput(NamedTuple):
@@ -105,6 +139,7 @@ class Tokenizer(nn.Module):
 
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    training_options_class: ClassVar[type[TrainingOptions]] = TrainingOptions
     modality: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
@@ -128,6 +163,38 @@ class Tokenizer(nn.Module):
         self.name: str | None = None          # registered name
         self.license: str | None = None       # licence of the weights
         self.description: str | None = None   # one paragraph on what the model is
+        self._training_options = self.training_options_class()  # subclasses build their modules with these
+
+    # ---- training options -----------------------------------------------------------------
+    @property
+    def training_options(self) -> TrainingOptions:
+        """The training options in force (the family's `training_options_class`)."""
+        return self._training_options
+
+    def set_training_options(self, **options) -> None:
+        """Set some of the family's training options (the others keep their values) and apply them
+        to the model, e.g. `codec.set_training_options(kmeans_init=True, codebook_decay=0.95)`.
+        An unknown name or a value of the wrong type is a TokenizerError."""
+        cls = self.training_options_class
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            known = ", ".join(sorted(fields)) or "none"
+            raise TokenizerError(f"{type(self).__name__} has no training option {', '.join(unknown)}; "
+                                 f"its training options are: {known}.")
+        hints = typing.get_type_hints(cls)
+        for name, value in options.items():
+            expected = typing.get_args(hints[name]) or hints[name]
+            if (problem := _type_error(name, expected, value)) is not None:
+                raise TokenizerError(problem)
+            if expected is float:
+                options[name] = float(value)
+        self._training_options = dataclasses.replace(self._training_options, **options)
+        self._apply_training_options(self._training_options, set(options))
+
+    def _apply_training_options(self, options: TrainingOptions, changed: set[str]) -> None:
+        """Family hook: make the model use `options`; `changed` names those just set (one-off
+        actions, such as an initialisation, run only for those)."""
 
     # ---- metadata -----------------------------------------------------------------------
     @property

@@ -147,10 +147,8 @@ class AdversarialTraining(LightningModule):
         return [ResumableRandomState()]
 
     def setup(self, stage: str) -> None:
-        try:  # TEMPORARY until the quantizer branch lands
-            from zoo.quantize import sync_codebooks_across_processes
-        except ImportError:
-            return
+        from zoo.quantize import sync_codebooks_across_processes
+
         # decided here, once the processes exist: the model was built before DDP started
         sync_codebooks_across_processes(self.tokenizer, enabled=self.trainer.world_size > 1)
 

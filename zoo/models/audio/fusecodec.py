@@ -9,6 +9,7 @@ from this workplace): each feature stream is projected to the latent width and r
 latent through cross-attention; the results are added to the latent. In training each stream
 is dropped per example with probability `modality_dropout`, so the codec also works without
 them: encoding without features (plain `encode(wav)`) leaves the latent as the encoder made it.
+`modality_dropout` is a training option (`set_training_options(modality_dropout=...)`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from zoo.errors import TokenizerError
 from zoo.models.audio.rvq_codec import (DEFAULT_CHUNK_SECONDS, ChunkSeconds, CodecOutput, NumQuantizers, RVQCodec,
-                                        RVQCodecConfig)
+                                        RVQCodecConfig, RVQCodecTrainingOptions)
 from zoo.tokens import Tokens
 
 # encode options beside the RVQ codec's
@@ -36,7 +37,18 @@ class FuseCodecConfig(RVQCodecConfig):
 
     context_dimension: int = 768   # text-LM feature size (BERT-base)
     fusion_heads: int = 8
+
+    moved_keys = {**RVQCodecConfig.moved_keys, "modality_dropout": "a training option"}
+
+
+@dataclass(frozen=True)
+class FuseCodecTrainingOptions(RVQCodecTrainingOptions):
     modality_dropout: float = 0.1  # per-example chance, in training, that a feature stream is left out
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.modality_dropout <= 1:
+            raise TokenizerError(f"modality_dropout must lie in [0, 1], got {self.modality_dropout}.")
 
 
 class CrossModalFusion(nn.Module):
@@ -89,11 +101,16 @@ class FuseCodec(RVQCodec):
 
     architecture = "fusecodec"
     config_class = FuseCodecConfig
+    training_options_class = FuseCodecTrainingOptions
 
     def __init__(self, config: FuseCodecConfig):
         super().__init__(config)
         self.fusion = LatentFusion(config.dimension, config.semantic_dimension, config.context_dimension,
-                                   config.fusion_heads, config.modality_dropout)
+                                   config.fusion_heads, self.training_options.modality_dropout)
+
+    def _apply_training_options(self, options: FuseCodecTrainingOptions, changed: set[str]) -> None:
+        super()._apply_training_options(options, changed)
+        self.fusion.modality_dropout = options.modality_dropout
 
     def fused_latent(self, wav: torch.Tensor, semantic: torch.Tensor | None = None,
                      context: torch.Tensor | None = None, semantic_mask: torch.Tensor | None = None,

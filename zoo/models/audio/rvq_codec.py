@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, lecun_init_, receptive_field_of
 from zoo.errors import TokenizerError
 from zoo.quantize import ResidualVectorQuantizer
-from zoo.tokenizer import AudioTokenizer, TokenizerConfig
+from zoo.tokenizer import AudioTokenizer, TokenizerConfig, TrainingOptions
 from zoo.tokens import Tokens
 
 # encode / decode options (FuseCodec declares the same ones)
@@ -40,7 +40,6 @@ ChunkSeconds = Annotated[float, "clips longer than this many seconds run through
 class RVQCodecConfig(TokenizerConfig):
     """The codec's architecture: SEANet backbone, residual quantizer, distillation head."""
 
-    moved_keys = ("chunk_seconds",)  # an encode/decode option now; old config.json files hold it
     sample_rate: int = 16000
     # SEANet backbone (EnCodec's names); strides are given in decoder order
     n_filters: int = 64
@@ -61,18 +60,13 @@ class RVQCodecConfig(TokenizerConfig):
     # residual vector quantizer (EnCodec-style EMA codebooks)
     num_quantizers: int = 8
     codebook_size: int = 1024
-    codebook_decay: float = 0.99
-    kmeans_init: bool = True         # codebooks start at zero and are set by k-means on the first training batch
-    kmeans_iters: int = 50
-    threshold_ema_dead_code: float = 2  # EMA usage per batch below which a code restarts from the batch
-    commitment_weight: float = 1.0
     # distillation head: first-layer quantized latent -> teacher feature size
     semantic_dimension: int = 768
-    # "torch": PyTorch's default conv init (what the released models were trained from). "lecun":
-    # normal(0, 1/fan_in) weights and zero biases; with the default init the signal shrinks ~0.6x per
-    # layer while the biases add up, so a fresh encoder's latent is almost constant over time and
-    # training from scratch stalls before it starts.
-    conv_init: str = "torch"
+
+    # what older config.json files hold that is no longer architecture
+    moved_keys = {"chunk_seconds": "an encode / decode option",
+                  **dict.fromkeys(("codebook_decay", "kmeans_init", "kmeans_iters", "threshold_ema_dead_code",
+                                   "commitment_weight", "conv_init"), "a training option")}
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,8 +74,32 @@ class RVQCodecConfig(TokenizerConfig):
             raise TokenizerError(f"activation must be 'ELU' or 'Snake', got {self.activation!r}.")
         if self.pad_mode not in PAD_MODES:
             raise TokenizerError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}.")
+
+
+@dataclass(frozen=True)
+class RVQCodecTrainingOptions(TrainingOptions):
+    """How the SEANet + RVQ codecs train (defaults: as the released SpeechTokenizer was trained)."""
+
+    codebook_decay: float = 0.99        # EMA decay of the codebook statistics
+    kmeans_init: bool = False           # from scratch only: codebooks set by k-means of the first training batch
+    kmeans_iters: int = 50              # k-means iterations of that init
+    threshold_ema_dead_code: float = 2  # codes whose EMA usage per batch falls below this restart from the batch
+    commitment_weight: float = 1.0      # weight of the commitment loss of each RVQ layer in aux_loss
+    # Initialisation of the SEANet convs, applied when set (from scratch only: it replaces their weights).
+    # "torch": PyTorch's default conv init (what the released models were trained from). "lecun":
+    # normal(0, 1/fan_in) weights and zero biases; with the default init the signal shrinks ~0.6x per
+    # layer while the biases add up, so a fresh encoder's latent is almost constant over time and
+    # training from scratch stalls before it starts.
+    conv_init: str = "torch"
+
+    def __post_init__(self):
         if self.conv_init not in ("torch", "lecun"):
             raise TokenizerError(f"conv_init must be 'torch' or 'lecun', got {self.conv_init!r}.")
+        if not 0 <= self.codebook_decay <= 1:
+            raise TokenizerError(f"codebook_decay must lie in [0, 1], got {self.codebook_decay}.")
+        if self.kmeans_iters < 1 or self.threshold_ema_dead_code < 0 or self.commitment_weight < 0:
+            raise TokenizerError("kmeans_iters must be >= 1 and threshold_ema_dead_code, commitment_weight >= 0, got "
+                                 f"{self.kmeans_iters}, {self.threshold_ema_dead_code}, {self.commitment_weight}.")
 
 
 class CodecOutput(NamedTuple):
@@ -118,6 +136,7 @@ class RVQCodec(AudioTokenizer):
     """Base of the SEANet + RVQ codecs; families subclass it with their architecture name."""
 
     config_class = RVQCodecConfig
+    training_options_class = RVQCodecTrainingOptions
 
     def __init__(self, config: RVQCodecConfig):
         super().__init__(config)
@@ -129,14 +148,21 @@ class RVQCodec(AudioTokenizer):
                         causal=c.causal, pad_mode=c.pad_mode, true_skip=c.true_skip,
                         compress=c.compress, lstm_layers=c.lstm_layers)
         self.encoder = SEANetEncoder(**backbone, bidirectional=c.bidirectional_encoder_lstm)
+        t = self.training_options
         self.quantizer = ResidualVectorQuantizer(
-            c.dimension, c.num_quantizers, c.codebook_size, decay=c.codebook_decay,
-            commitment_weight=c.commitment_weight, kmeans_init=c.kmeans_init, kmeans_iters=c.kmeans_iters,
-            threshold_ema_dead_code=c.threshold_ema_dead_code)
+            c.dimension, c.num_quantizers, c.codebook_size, decay=t.codebook_decay,
+            commitment_weight=t.commitment_weight, kmeans_init=t.kmeans_init, kmeans_iters=t.kmeans_iters,
+            threshold_ema_dead_code=t.threshold_ema_dead_code)
         self.semantic_head = (nn.Linear(c.dimension, c.semantic_dimension)
                               if c.dimension != c.semantic_dimension else nn.Identity())
         self.decoder = SEANetDecoder(**backbone)
-        if c.conv_init == "lecun":
+
+    def _apply_training_options(self, options: RVQCodecTrainingOptions, changed: set[str]) -> None:
+        self.quantizer.configure_training(
+            decay=options.codebook_decay, commitment_weight=options.commitment_weight,
+            kmeans_iters=options.kmeans_iters, threshold_ema_dead_code=options.threshold_ema_dead_code,
+            kmeans_init=options.kmeans_init if "kmeans_init" in changed else None)
+        if "conv_init" in changed and options.conv_init == "lecun":  # "torch": the convs were built that way
             lecun_init_(self.encoder)
             lecun_init_(self.decoder)
 
@@ -185,13 +211,7 @@ class RVQCodec(AudioTokenizer):
     def layer_outputs(self, latent: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Each layer's codebook rows for `codes` (B, N, n_q), as (B, n_q, N, D), passing the
         gradient straight through to the residual that layer quantized."""
-        layers = self.quantizer.rvq.layers
-        residual, outputs = latent, []
-        for i in range(codes.shape[-1]):
-            rows = layers[i].get_output_from_indices(codes[..., i])
-            outputs.append(residual + (rows - residual).detach())
-            residual = residual - rows.detach()
-        return torch.stack(outputs, dim=1)
+        return self.quantizer.layer_outputs(latent, codes)
 
     def project_semantic(self, layer_output: torch.Tensor) -> torch.Tensor:
         """(B, N, D) quantized latent of any layer -> (B, N, semantic_dimension)."""

@@ -32,7 +32,7 @@ from zoo.blocks.vit import Transformer, init_vit_weights
 from zoo.blocks.vqgan import ProxyCodePixelDecoder
 from zoo.errors import TokenizerError
 from zoo.quantize import VectorQuantizer
-from zoo.tokenizer import ImageTokenizer, TokenizerConfig, TokenizerOutput
+from zoo.tokenizer import ImageTokenizer, TokenizerConfig, TokenizerOutput, TrainingOptions
 from zoo.tokens import Tokens, lengths_to_mask
 
 # ViT sizes of the paper: width, depth, heads
@@ -62,12 +62,6 @@ class TiTokConfig(TokenizerConfig):
     token_dim: int = 12                # channels of one token (the VAE's mean has this many)
     codebook_size: int = 4096
     codebook_distance: str = "cosine"  # "cosine": l2-normalized VQ; "euclidean": plain VQ
-    commitment_weight: float = 0.25
-    # training from scratch: k-means codebook init on the first batch, and restarts of codes used
-    # less than this often (EMA count) from batch latents; both off in the released models
-    kmeans_init: bool = False
-    threshold_ema_dead_code: float = 0  # codes whose EMA usage per batch falls below this restart from the batch
-    kl_weight: float = 1e-6            # weight of the VAE's KL term in aux_loss
     decoder_output: str = "proxy_codes"  # "proxy_codes" (MaskGIT-VQGAN pixel decoder) or "pixels"
     proxy_codebook_size: int = 1024
     proxy_code_dim: int = 256
@@ -75,6 +69,24 @@ class TiTokConfig(TokenizerConfig):
     pixel_decoder_channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     pixel_decoder_res_blocks: int = 2
     latent_reshape_without_permute: bool = False
+
+    moved_keys = dict.fromkeys(("commitment_weight", "kmeans_init", "threshold_ema_dead_code", "kl_weight"),
+                               "a training option")
+
+
+@dataclass(frozen=True)
+class TiTokTrainingOptions(TrainingOptions):
+    """How TiTok / One-D-Piece train (defaults: as the released models were trained)."""
+
+    commitment_weight: float = 0.25    # weight of the VQ commitment loss in aux_loss
+    kmeans_init: bool = False          # from scratch only: codebook set by k-means of the first training batch
+    threshold_ema_dead_code: float = 0  # codes whose EMA usage per batch falls below this restart from batch latents
+    kl_weight: float = 1e-6            # weight of the VAE's KL term in aux_loss
+
+    def __post_init__(self):
+        if self.commitment_weight < 0 or self.threshold_ema_dead_code < 0 or self.kl_weight < 0:
+            raise TokenizerError("commitment_weight, threshold_ema_dead_code and kl_weight must be >= 0, got "
+                                 f"{self.commitment_weight}, {self.threshold_ema_dead_code}, {self.kl_weight}.")
 
 
 def titok_config(encoder_size: str, decoder_size: str, num_tokens: int, **fields) -> TiTokConfig:
@@ -169,6 +181,7 @@ class TiTok(ImageTokenizer):
 
     architecture = "titok"
     config_class = TiTokConfig
+    training_options_class = TiTokTrainingOptions
 
     def __init__(self, config: TiTokConfig):
         super().__init__(config)
@@ -192,9 +205,10 @@ class TiTok(ImageTokenizer):
         self.apply(init_vit_weights)
         self.quantizer = None
         if c.bottleneck == "vq":
+            t = self.training_options
             self.quantizer = VectorQuantizer(c.token_dim, c.codebook_size, distance=c.codebook_distance,
-                                             commitment_weight=c.commitment_weight, kmeans_init=c.kmeans_init,
-                                             threshold_ema_dead_code=c.threshold_ema_dead_code)
+                                             commitment_weight=t.commitment_weight, kmeans_init=t.kmeans_init,
+                                             threshold_ema_dead_code=t.threshold_ema_dead_code)
         self.pixel_decoder = None
         if c.decoder_output == "proxy_codes":
             self.pixel_decoder = ProxyCodePixelDecoder(c.proxy_codebook_size, c.proxy_code_dim, c.pixel_decoder_channels,
@@ -204,6 +218,12 @@ class TiTok(ImageTokenizer):
     def codebook_sizes(self) -> tuple[int, ...]:
         """(codebook_size,) for the VQ bottleneck, () for the VAE (continuous tokens)."""
         return (self.config.codebook_size,) if self.config.bottleneck == "vq" else ()
+
+    def _apply_training_options(self, options: TiTokTrainingOptions, changed: set[str]) -> None:
+        if self.quantizer is not None:  # kl_weight is read by forward
+            self.quantizer.configure_training(commitment_weight=options.commitment_weight,
+                                              threshold_ema_dead_code=options.threshold_ema_dead_code,
+                                              kmeans_init=options.kmeans_init if "kmeans_init" in changed else None)
 
     # ---- pieces --------------------------------------------------------------------------
     def kept_lengths(self, num_tokens: int | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
@@ -303,7 +323,7 @@ class TiTok(ImageTokenizer):
             mean, logvar = self.split_posterior(z)
             latents = mean + (0.5 * logvar).exp() * torch.randn_like(mean) if self.training else mean
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2)).mean()
-            codes, aux_loss = torch.zeros(b, 0, dtype=torch.long, device=z.device), self.config.kl_weight * kl
+            codes, aux_loss = torch.zeros(b, 0, dtype=torch.long, device=z.device), self.training_options.kl_weight * kl
         lengths = self.kept_lengths(num_tokens, b)
         if lengths is not None:
             latents = latents[:, :int(lengths.max())]
