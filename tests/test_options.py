@@ -180,7 +180,7 @@ def test_chunk_seconds_left_the_codec_config_and_old_files_still_load(tmp_path):
     old = {**RVQCodecConfig().to_dict(), "chunk_seconds": 5.0}  # what config.json held before
     assert RVQCodecConfig.from_dict(old) == RVQCodecConfig()
     assert FuseCodecConfig.moved_keys["chunk_seconds"] == "an encode / decode option"
-    with pytest.raises(TokenizerError, match="chunk_seconds moved out of the config: pass it to encode/decode"):
+    with pytest.raises(TokenizerError, match="chunk_seconds is an encode / decode option now"):
         RVQCodecConfig().replace(chunk_seconds=5.0)
     with pytest.raises(zoo.CheckpointError, match=r"keys \['chunk_size'\]"):
         RVQCodecConfig.from_dict({**old, "chunk_size": 3})  # other unknown keys are still errors

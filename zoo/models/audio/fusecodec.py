@@ -43,6 +43,8 @@ class FuseCodecConfig(RVQCodecConfig):
 
 @dataclass(frozen=True)
 class FuseCodecTrainingOptions(RVQCodecTrainingOptions):
+    """The RVQ codec's training options plus the dropout of the fused feature streams."""
+
     modality_dropout: float = 0.1  # per-example chance, in training, that a feature stream is left out
 
     def __post_init__(self):
