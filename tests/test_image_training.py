@@ -311,7 +311,8 @@ def test_prefix_psnr_rises_with_token_count(tmp_path):
     from zoo.training.image_data import ImageCrops, list_image_files
 
     cli, rows, images = _fit(tmp_path, "--model.init_args.tokenizer", _register_prefix_model(),
-                             "--model.init_args.tokenizer_overrides", "{}", "--trainer.max_steps", "400",
+                             "--model.init_args.tokenizer_overrides", "{}", "--model.init_args.training_options", "null",
+                             "--trainer.max_steps", "400",
                              "--model.init_args.discriminator_weight", "0", "--trainer.val_check_interval", "400",
                              "--model.init_args.val_token_counts", "[1, 4, 16]")
     tokenizer = cli.model.trained_tokenizer().eval()
