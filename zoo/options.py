@@ -47,7 +47,7 @@ class OptionSpec:
 
     def accepts(self, value) -> bool:
         """Whether `value` is of the declared type (an int is accepted where a float is declared)."""
-        return _matches(value, self.type)
+        return fits_type(value, self.type)
 
     def parse(self, text: str):
         """A command-line value -> a value of the declared type (the first alternative that reads it)."""
@@ -167,13 +167,14 @@ def _alternatives(kind) -> tuple:
     return typing.get_args(kind) if _is_union(kind) else (kind,)
 
 
-def _matches(value, kind) -> bool:
+def fits_type(value, kind) -> bool:
+    """Whether `value` is of the annotated type `kind` (unions, Literal, None, tensors; an int is a float)."""
     if kind is Any:
         return True
     if kind is type(None) or kind is None:
         return value is None
     if _is_union(kind):
-        return any(_matches(value, a) for a in typing.get_args(kind))
+        return any(fits_type(value, a) for a in typing.get_args(kind))
     if _is_literal(kind):
         return value in typing.get_args(kind)
     if kind is bool:

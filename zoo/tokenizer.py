@@ -29,7 +29,8 @@ from torch import nn
 from zoo.errors import CheckpointError, TokenizerError
 from zoo.inputs import check_audio_batch, check_image_batch
 from zoo.io import load_state_dict_checked, read_safetensors
-from zoo.options import DIRECTIONS, OptionSpec, check_option_values, options_of, unknown_options_message
+from zoo.options import (DIRECTIONS, OptionSpec, check_option_values, describe_value, fits_type, options_of, type_name,
+                         unknown_options_message)
 from zoo.tokens import Tokens
 
 ZOO_VERSION = "0.1.0"
@@ -110,22 +111,6 @@ class TrainingOptions:
     `__post_init__` (raising TokenizerError)."""
 
 
-def _type_error(name: str, expected, value) -> str | None:
-    """None when `value` fits the annotation `expected` (bool, int, float, str or a tuple of them)."""
-    kinds = expected if isinstance(expected, tuple) else (expected,)
-    for kind in kinds:
-        if kind is bool and isinstance(value, bool):
-            return None
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return None
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return None
-        if kind is str and isinstance(value, str):
-            return None
-    wanted = " or ".join(("an " if k.__name__[0] in "aeiou" else "a ") + k.__name__ for k in kinds)
-    return f"training option {name} must be {wanted}, got {value!r} ({type(value).__name__})."
-
-
 class TokenizerOutput(NamedTuple):
     """What a tokenizer's training forward returns."""
 
@@ -184,10 +169,10 @@ class Tokenizer(nn.Module):
                                  f"its training options are: {known}.")
         hints = typing.get_type_hints(cls)
         for name, value in options.items():
-            expected = typing.get_args(hints[name]) or hints[name]
-            if (problem := _type_error(name, expected, value)) is not None:
-                raise TokenizerError(problem)
-            if expected is float:
+            if not fits_type(value, hints[name]):
+                raise TokenizerError(f"training option {name} of {type(self).__name__} takes {type_name(hints[name])}, "
+                                     f"got {describe_value(value)}.")
+            if hints[name] is float:
                 options[name] = float(value)
         self._training_options = dataclasses.replace(self._training_options, **options)
         self._apply_training_options(self._training_options, set(options))
