@@ -97,3 +97,36 @@ def test_the_generator_optimizer_holds_everything_but_the_discriminator():
 def test_resumable_random_state_comes_with_every_regime():
     module = ToyRegime(tokenizer="test-tiny-image-a", gan_weight=0)
     assert any(isinstance(c, ResumableRandomState) for c in module.configure_callbacks())
+
+
+def test_codec_training_takes_any_audio_tokenizer_of_the_protocol():
+    """Not only the SEANet + RVQ codecs: a tokenizer whose training forward gives reconstruction and
+    aux_loss trains with the spectral and adversarial losses; a term that needs more says what."""
+    from zoo.errors import TokenizerError
+    from zoo.teachers import RandomSpeechTeacher
+    from zoo.training.codec import CodecTraining
+    from zoo.training.speech_data import SpeechBatch
+    from zoo.training.terms import SemanticDistill
+
+    small = dict(mel_log2_windows=(6, 8), n_mels=16, mpd_periods=(2,), msd_scales=1, stft_discriminator_ffts=(128,),
+                 discriminator_channels=4, discriminator_max_channels=8, lr=3e-3)
+    module = CodecTraining(tokenizer="test-tiny-audio", **small)
+    wav = 0.3 * torch.sin(torch.linspace(0, 400, 3200))[None, None].repeat(4, 1, 1)
+    batch = SpeechBatch(wav, torch.full((4,), 3200), torch.zeros(4, dtype=torch.long), torch.full((4,), 3200),
+                        [""] * 4, list("abcd"))
+
+    class Batches(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            return i
+
+    trainer = pl.Trainer(max_steps=16, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    before = module.losses(batch)[2]["mel"].item()
+    trainer.fit(module, DataLoader(Batches(), batch_size=4, collate_fn=lambda _: batch))
+    assert trainer.global_step == 16 and module.discriminator is not None
+    assert module.losses(batch)[2]["mel"].item() < before
+    with pytest.raises(TokenizerError, match="names no semantic_dimension"):
+        CodecTraining(tokenizer="test-tiny-audio", terms=[SemanticDistill(RandomSpeechTeacher(8))], **small)

@@ -13,6 +13,10 @@ from zoo.training.terms.base import TeacherTargets, Term
 
 def _check_semantic_dimension(term: Term, codec) -> None:
     dim = getattr(codec, "semantic_dimension", None)
+    if dim is None:
+        raise TokenizerError(f"{type(codec).__name__} names no semantic_dimension: its training forward gives no "
+                             f"semantic_features for {term.name} to distil (see the training-forward protocol in "
+                             "zoo.training.codec).")
     if dim != term.teacher.dim:
         raise TokenizerError(f"the speech teacher of {term.name} gives {term.teacher.dim}-d features but the codec's "
                              f"semantic_dimension is {dim}; set tokenizer_overrides.semantic_dimension to "
