@@ -54,12 +54,16 @@ NOT_INITIALISED = ("this quantizer's codebook is not initialised yet (k-means in
 
 
 class QuantizerOutput(NamedTuple):
+    """What every quantizer's forward returns."""
+
     quantized: torch.Tensor  # (B, N, D), same space as the input
     codes: torch.Tensor      # (B, N) long; (B, N, n_q) for residual quantizers
     aux_loss: torch.Tensor   # scalar: commitment / codebook / entropy losses, already weighted
 
 
 class CodebookUsage(NamedTuple):
+    """How much of a codebook a batch of codes uses."""
+
     used_fraction: float  # share of codebook entries used at least once
     perplexity: float     # exp(entropy) of the code histogram; equals K when use is uniform
 
@@ -324,6 +328,7 @@ class VectorQuantizer(_CodebookQuantizer):
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """(codebook_size,): one codebook."""
         return (self.codebook_size,)
 
     @property
@@ -377,9 +382,11 @@ class ResidualVectorQuantizer(_CodebookQuantizer):
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """One codebook size per residual layer."""
         return (self.codebook_size,) * self.num_quantizers
 
     def check_n_q(self, n_q: int | None) -> int:
+        """n_q checked against the number of layers (None: all of them)."""
         n_q = self.num_quantizers if n_q is None else n_q
         if not 1 <= n_q <= self.num_quantizers:
             raise TokenizerError(f"n_q must be between 1 and {self.num_quantizers}, got {n_q}.")
@@ -448,6 +455,7 @@ class FiniteScalarQuantizer(nn.Module):
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """(prod(levels),): the implicit codebook."""
         return (math.prod(self.levels),)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
@@ -456,10 +464,12 @@ class FiniteScalarQuantizer(nn.Module):
         return QuantizerOutput(quantized, codes.long(), z.new_zeros(()))
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> codes (B, N), each the index of the rounded levels."""
         _check_latents(z, self.dim, "FiniteScalarQuantizer")
         return fsq_round(self.fsq.project_in(z), self.levels).codes
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> quantized latents (B, N, D)."""
         return self.fsq.indices_to_codes(codes.long())
 
 
@@ -480,6 +490,7 @@ class LookupFreeQuantizer(nn.Module):
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
+        """(codebook_size,): one code per sign pattern."""
         return (self.codebook_size,)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
@@ -488,8 +499,10 @@ class LookupFreeQuantizer(nn.Module):
         return QuantizerOutput(quantized, codes.long(), aux_loss)
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> codes (B, N), the sign bits read as an integer."""
         _check_latents(z, self.dim, "LookupFreeQuantizer")
         return lfq_round(self.lfq.project_in(z)).codes
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> quantized latents (B, N, D)."""
         return self.lfq.indices_to_codes(codes.long())
