@@ -1,7 +1,8 @@
 """Lightning checkpoint -> hub folder (config.json + model.safetensors + README.md card).
 
-The training modules build their tokenizer from a registered name plus overrides and keep it
-under `tokenizer.` / `codec.` (and its weight average under `ema.model.`); the checkpoint's
+The training skeleton builds every regime's tokenizer from a registered name plus overrides and keeps
+it under `tokenizer.` (and its weight average under `ema.model.`; checkpoints of the codec regime
+written before the skeleton keep it under `codec.`); the checkpoint's
 hyper-parameters record the name and overrides, so the tokenizer is rebuilt from them without
 Lightning or the training module. The weight average is exported when present.
 """
@@ -17,7 +18,7 @@ from zoo.errors import CheckpointError
 from zoo.io import load_state_dict_checked
 from zoo.tokenizer import Tokenizer
 
-# (name key, overrides key, state-dict prefix) of each training regime
+# (name key, overrides key, state-dict prefix): the skeleton's, then the codec regime's before it
 REGIMES = (("tokenizer", "tokenizer_overrides", "tokenizer."), ("codec", "codec_overrides", "codec."))
 EMA_PREFIX = "ema.model."
 METRICS_NAME = "metrics.json"  # the eval reports behind the card's numbers
