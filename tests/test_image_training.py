@@ -319,8 +319,10 @@ def test_prefix_psnr_rises_with_token_count(tmp_path):
     crops = ImageCrops(list_image_files(images), 64, random_crop=False)
     x = torch.stack([crops[i] for i in range(len(crops))])
     scores = psnr_by_token_count(tokenizer, x, [1, 4, 16])
-    assert scores[1] < scores[4] < scores[16], scores
-    assert scores[16] - scores[1] > 0.5, scores
+    # measured at seeds 0 / 1 / 2: 13.17 / 13.64 / 14.07, 13.30 / 13.54 / 13.97, 13.20 / 13.67 / 14.01 dB;
+    # the bars are about half the smallest steps seen (1 -> 4: 0.23 dB, 4 -> 16: 0.35, 1 -> 16: 0.67)
+    assert scores[1] + 0.1 < scores[4] and scores[4] + 0.15 < scores[16], scores
+    assert scores[16] - scores[1] > 0.3, scores
 
 
 def test_bf16_mixed_gan_steps_and_export(tmp_path):
