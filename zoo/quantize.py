@@ -211,8 +211,6 @@ def _straight_through(z: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
 
 def _encode_with(vq: VectorQuantize, z: torch.Tensor, cosine: bool) -> torch.Tensor:
     """Codes that `vq` (one head, no image fmap) would give for z: (B, N, D) -> (B, N)."""
-    if not bool(vq._codebook.initted):  # False only while a k-means init is pending
-        raise TokenizerError(NOT_INITIALISED)
     x = vq.project_in(z)
     if cosine:
         x = F.normalize(x, dim=-1)
@@ -347,6 +345,8 @@ class VectorQuantizer(_CodebookQuantizer):
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> codes (B, N), without building the (N x K) distance matrix."""
         _check_latents(z, self.dim, "VectorQuantizer")
+        if not self.is_initialised:
+            raise TokenizerError(NOT_INITIALISED)
         return _encode_with(self.vq, z, self.distance == "cosine")
 
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:

@@ -251,11 +251,16 @@ class TiTok(ImageTokenizer):
     def decode_latents(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Quantized latents (B, n, C) -> image (B, 3, H, W), not clamped. `lengths` (B,) marks
         how many leading tokens of each image are valid; the rest are ignored."""
+        out = self.decoder_output(latents, lengths)
+        return self.pixel_decoder(out) if self.pixel_decoder is not None else out
+
+    def decoder_output(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The ViT decoder's output for latents (B, n, C): proxy-code logits (B, K, G, G) or pixels;
+        positions past `lengths` (B,) are hidden from attention."""
         padding = None
         if lengths is not None and bool((lengths < latents.shape[1]).any()):
             padding = ~lengths_to_mask(lengths, latents.shape[1])
-        out = self.decoder(latents, padding)
-        return self.pixel_decoder(out) if self.pixel_decoder is not None else out
+        return self.decoder(latents, padding)
 
     def proxy_code_logits(self, x: torch.Tensor, num_tokens: int | torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,11 +272,9 @@ class TiTok(ImageTokenizer):
         z = self.encoder(x)
         latents, _, aux_loss = self.quantizer(z)
         lengths = self.kept_lengths(num_tokens, x.shape[0])
-        padding = None
         if lengths is not None:
             latents = latents[:, :int(lengths.max())]
-            padding = torch.arange(latents.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, n)
-        return self.decoder(latents, padding), aux_loss
+        return self.decoder_output(latents, lengths), aux_loss
 
     # ---- the API ---------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor, *, num_tokens: NumTokens = None) -> Tokens:
