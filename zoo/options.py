@@ -75,19 +75,17 @@ class OptionSpec:
 def options_of(method) -> dict[str, OptionSpec]:
     """The options an `_encode` / `_decode` function declares: its parameters after self and the input."""
     where = getattr(method, "__qualname__", repr(method))
+    try:  # string annotations (`from __future__ import annotations`) resolve in the family's module
+        hints = typing.get_type_hints(method, include_extras=True)
+    except Exception as e:
+        raise TypeError(f"{where}: its annotations do not resolve in its module ({type(e).__name__}: {e}).") from None
     specs = {}
     for p in list(inspect.signature(method).parameters.values())[2:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise TypeError(f"{where} takes {p}; declare each option as a keyword parameter with a default.")
         if p.default is p.empty:
             raise TypeError(f"{where}: option {p.name!r} needs a default (what the option means when not given).")
-        annotation = Any if p.annotation is p.empty else p.annotation
-        if isinstance(annotation, str):  # `from __future__ import annotations`
-            try:
-                annotation = eval(annotation, inspect.unwrap(method).__globals__)  # noqa: S307 (its own module's names)
-            except Exception as e:
-                raise TypeError(f"{where}: the annotation of option {p.name!r} ({p.annotation}) does not "
-                                f"resolve in its module ({type(e).__name__}: {e}).") from None
+        annotation = hints.get(p.name, Any)
         kind, help_text = annotation, ""
         if typing.get_origin(annotation) is Annotated:
             kind, *extras = typing.get_args(annotation)
