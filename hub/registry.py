@@ -35,6 +35,7 @@ class WeightSource:
     sha256: str | None = None  # checked after download / cache hit when recorded
     revision: str | None = None
     official_layout: bool = True  # True: the upstream key layout, read through the entry's converter
+    config_filename: str | None = None  # the official config beside the weights, fetched with them
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class ModelEntry:
     embedded: Path | None = None              # a save_pretrained folder shipped inside the package
     paper: str = ""
     download_page: str | None = None          # weights published outside the hub (fetch by hand, pass checkpoint=)
+    # official checkpoint path -> model, for families whose architecture is read from the official
+    # config that comes with the weights (the registered config serves `create` only)
+    official_loader: Callable[[Path], Tokenizer] | None = None
 
     def build(self, **overrides) -> Tokenizer:
         """The registered architecture (config fields overridden), random weights, with the entry's facts."""
@@ -68,7 +72,8 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 def register(name: str, model_class: type[Tokenizer], config: TokenizerConfig, *, description: str,
              license: str, source: WeightSource | None = None, converter: Converter | None = None,
-             embedded: str | Path | None = None, paper: str = "", download_page: str | None = None) -> ModelEntry:
+             embedded: str | Path | None = None, paper: str = "", download_page: str | None = None,
+             official_loader: Callable[[Path], Tokenizer] | None = None) -> ModelEntry:
     """Register `name`. Names are lower-case words joined by '-' (e.g. 'titok-l-32')."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name):
         raise ValueError(f"model name {name!r} must be lower-case letters, digits, '-' and '.'")
@@ -76,10 +81,10 @@ def register(name: str, model_class: type[Tokenizer], config: TokenizerConfig, *
         raise ValueError(f"model name {name!r} is registered twice")
     if not isinstance(config, model_class.config_class):
         raise TypeError(f"{name}: config is a {type(config).__name__}, {model_class.__name__} needs {model_class.config_class.__name__}")
-    if source is not None and source.official_layout and converter is None:
-        raise TypeError(f"{name}: an official-layout weight source needs a converter")
+    if source is not None and source.official_layout and converter is None and official_loader is None:
+        raise TypeError(f"{name}: an official-layout weight source needs a converter or an official loader")
     entry = ModelEntry(name, model_class, config, description, license, source, converter,
-                       Path(embedded) if embedded else None, paper, download_page)
+                       Path(embedded) if embedded else None, paper, download_page, official_loader)
     _REGISTRY[name] = entry
     return entry
 
@@ -130,6 +135,9 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
             )
         path = fetch_file(entry.source.repo_id, entry.source.filename, revision=entry.source.revision,
                           sha256=entry.source.sha256, model_name=entry.name)
+        if entry.source.config_filename:  # lands beside the weights in the cache snapshot
+            fetch_file(entry.source.repo_id, entry.source.config_filename, revision=entry.source.revision,
+                       model_name=entry.name)
         return _load_checkpoint(entry, path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -148,6 +156,11 @@ def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
     if path.is_dir() and (path / CONFIG_NAME).is_file() and '"architecture"' in (path / CONFIG_NAME).read_text():
         return entry.describe(Tokenizer.from_pretrained(path))  # one of our own folders
     state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
+    if entry.official_loader is not None:
+        with torch.device("meta"):  # key names only: no memory for a large model's random weights
+            ours = set(entry.build().state_dict())
+        if not set(state) <= ours:
+            return entry.describe(entry.official_loader(path))
     model = entry.build()
     ours = set(model.state_dict())
     if entry.converter is not None and not set(state) <= ours:

@@ -60,8 +60,11 @@ image = zoo.load("zoo-image-onedpiece-64")
 assert image.decode(image.encode(torch.rand(1, 3, 64, 64))).shape == (1, 3, 64, 64)
 codec = zoo.load("zoo-speech-rvq-16k")
 assert codec.decode(codec.encode(0.1 * torch.randn(1, 1, 8000))).shape == (1, 1, 8000)
+flex = zoo.create("flextok-d12-d12-in1k", image_size=32, vae_block_channels=(8, 16), vae_norm_groups=4, num_tokens=4,
+                  encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2)
+assert flex.decode(flex.encode(torch.rand(1, 3, 32, 32), num_tokens=2), steps=1).shape == (1, 3, 32, 32)
 heavy = ["lightning", "pytorch_lightning", "zoo.training", "zoo.losses", "zoo.blocks.discriminators_audio",
-         "zoo.blocks.discriminators_image"]
+         "zoo.blocks.discriminators_image", "diffusers", "zoo.teachers.vision"]
 loaded = [m for m in heavy if m in sys.modules]
 assert not loaded, f"inference imported {loaded}"
 """

@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, required=True, help="folder of images, or of audio clips (+ <clip>.txt transcripts)")
     c.add_argument("--num-tokens", type=_int_list, default=None, help="token counts to sweep, e.g. 8,16,32")
     c.add_argument("--n-q", type=_int_list, default=None, help="quantizer counts to sweep, e.g. 1,2,8")
+    c.add_argument("--steps", type=int, default=None, help="sampler steps (flow decoders); short for --opt steps=N")
+    c.add_argument("--seed", type=int, default=None, help="sampler seed (flow decoders); short for --opt seed=N")
+    _add_option_arg(c, "a decode")
     c.add_argument("--limit", type=int, default=None, help="use only the first N files")
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -214,12 +217,12 @@ def _read_input(path: Path, model, mix_to_mono: bool):
     return wav[None]
 
 
-def command_options(args, model, directions: tuple[str, ...]) -> dict:
-    """--opt KEY=VALUE items (and the --num-tokens / --n-q shorthands) -> options, each value read
-    with the type `model` declares for it in `directions`; an unknown key is left as text for the
-    model's own check to name."""
+def command_options(args, model, directions: tuple[str, ...], shorthands: tuple[str, ...] = ("num_tokens", "n_q")) -> dict:
+    """--opt KEY=VALUE items (and the shorthand flags, --num-tokens / --n-q by default) -> options,
+    each value read with the type `model` declares for it in `directions`; an unknown key is left
+    as text for the model's own check to name."""
     options = {}
-    for key in ("num_tokens", "n_q"):  # the shorthand flags (encode and reconstruct only)
+    for key in shorthands:
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     for item in args.opt:
@@ -303,6 +306,7 @@ def _eval(args) -> int:
     from zoo.eval import runner
 
     model = _load_model(args)
+    decode_options = model.check_options("decode", command_options(args, model, ("decode",), ("steps", "seed")))
     if model.modality == "image":
         lpips = None
         if args.lpips_vgg or args.lpips_linear:
@@ -310,13 +314,13 @@ def _eval(args) -> int:
 
             lpips = LPIPS(args.lpips_vgg, args.lpips_linear)
         report = runner.evaluate_images(model, args.data, args.num_tokens, args.batch_size, args.limit,
-                                        lpips=lpips, fid_weights=args.inception)
+                                        lpips=lpips, fid_weights=args.inception, decode_options=decode_options)
     else:
         from zoo.eval.audio_metrics import load_asr
 
         report = runner.evaluate_speech(model, args.data, args.n_q, args.limit,
                                         asr=load_asr(args.asr) if args.asr else None,
-                                        speaker_similarity=not args.no_speaker)
+                                        speaker_similarity=not args.no_speaker, decode_options=decode_options)
     report.model = args.model
     print(report.table())
     if args.json:

@@ -450,7 +450,8 @@ class FiniteScalarQuantizer(nn.Module):
         if any(level < 3 for level in levels):
             raise TokenizerError(f"FSQ levels must each be at least 3, got {tuple(levels)}.")
         self.dim, self.levels = dim, tuple(levels)
-        self.fsq = FSQ(levels=list(levels), dim=dim)
+        with torch.device("cpu"):  # the library reads its level tensors with .item(): not on the meta device
+            self.fsq = FSQ(levels=list(levels), dim=dim)
         _use_our_names(self)
 
     @property

@@ -95,8 +95,9 @@ def _mean(values: list[float]) -> float:
 @torch.no_grad()
 def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = None, batch_size: int = 8,
                     limit: int | None = None, lpips=None, fid_weights: str | Path | None = None,
-                    progress: bool = True) -> EvalReport:
-    """Reconstruction quality (PSNR, SSIM, usage, optional LPIPS / rFID) and bits per image, per token count."""
+                    progress: bool = True, decode_options: dict | None = None) -> EvalReport:
+    """Reconstruction quality (PSNR, SSIM, usage, optional LPIPS / rFID) and bits per image, per token
+    count; `decode_options` go to every decode (a flow decoder's steps and seed)."""
     from zoo.eval.image_metrics import ReconstructionFID, psnr, ssim
 
     files = list_files(folder, IMAGE_SUFFIXES, limit)
@@ -111,7 +112,7 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
         for start in tqdm(range(0, len(images), batch_size), desc=f"eval tokens={k or 'all'}", disable=not progress):
             x = images[start:start + batch_size].to(model.device)
             tokens = model.encode(x, **opts)
-            recon = model.decode(tokens).clamp(0, 1)
+            recon = model.decode(tokens, **(decode_options or {})).clamp(0, 1)
             per_image["psnr"] += psnr(x, recon).tolist()
             per_image["ssim"] += ssim(x, recon).tolist()
             if lpips is not None:
@@ -131,6 +132,8 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
         metrics |= {"codebook_usage": usage.used_fraction, "perplexity": usage.perplexity,
                     "bits_per_pixel": tokens_per_image * model.bits_per_token / (size * size)}
         report.rows.append({"setting": {"tokens": tokens_per_image}, "metrics": metrics})
+    if decode_options:
+        report.notes.append("decoded with " + ", ".join(f"{k}={v}" for k, v in sorted(decode_options.items())))
     if lpips is None:
         report.notes.append("LPIPS not computed: pass --lpips-vgg and --lpips-linear weight files")
     if fid_weights is None:
@@ -142,7 +145,8 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
 
 @torch.no_grad()
 def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | None = None, limit: int | None = None,
-                    asr=None, speaker_similarity: bool = True, progress: bool = True) -> EvalReport:
+                    asr=None, speaker_similarity: bool = True, progress: bool = True,
+                    decode_options: dict | None = None) -> EvalReport:
     """Reconstruction quality (mel distance, STOI, PESQ, SI-SDR, speaker, WER) and bitrate, per quantizer count."""
     from zoo.eval import audio_metrics as am
 
@@ -174,7 +178,7 @@ def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | Non
         hypotheses = []
         for wav in tqdm(clips, desc=f"eval n_q={n_q}", disable=not progress):
             x = wav[None].to(model.device)
-            recon = model.decode(model.encode(x, n_q=n_q))[0].cpu()
+            recon = model.decode(model.encode(x, n_q=n_q), **(decode_options or {}))[0].cpu()
             pairs = {"mel_distance": am.mel_distance(wav, recon, rate), "si_sdr": am.si_sdr(wav, recon)}
             pairs |= {name: fn(wav, recon, rate) for name, fn in optional.items()}
             if speaker is not None:
