@@ -99,6 +99,15 @@ def _one(modules: dict[str, dict], target: str, side: str, where=None) -> tuple[
     return found[0]
 
 
+def _check_order(modules: dict[str, dict], targets: tuple[str, ...], side: str) -> None:
+    """The first module of each target class must come in this order (the order the modules run in)."""
+    order = [_target(p) for p in modules.values()]
+    found = [order.index(t) for t in targets if t in order]
+    if found != sorted(found):
+        raise CheckpointError(f"the FlexTok {side} runs its modules in the order {order}; the zoo's FlexTok "
+                              f"runs {list(targets)} in that order and supports no other.")
+
+
 def _require(part: dict, key: str, expected, what: str) -> None:
     value = part.get(key, expected)
     if value != expected:
@@ -151,6 +160,12 @@ def flextok_config_from_official(config: dict, vae_config: dict | None = None) -
     null = [p for p in dec.values() if _target(p) in ("LearnedNullCond", "ZeroNullCond")]
     if len(null) != 1:
         raise CheckpointError(f"the FlexTok decoder config has {len(null)} null-condition modules, expected one.")
+    _check_order(enc, ("PatchEmbedder", "PositionalEmbeddingAdder", "Registers1D", "BlockWiseSequencePacker",
+                       "FlexTransformer", "LinearHead"), "encoder")
+    # the register positions are added before nested dropout, which comes before the null condition:
+    # dropped registers hold the bare mask token, and the null condition replaces everything
+    _check_order(dec, ("LinearLayer", "PositionalEmbeddingAdder", "MaskedNestedDropout", _target(null[0]),
+                       "PatchEmbedder", "BlockWiseSequencePacker", "FlexTransformer", "ToPatchesLinearHead"), "decoder")
     mask_mode = enc_packer.get("mask_mode", "full")
     if mask_mode not in ("causal_last", "full"):
         raise CheckpointError(f"the encoder's sequence packer has mask_mode {mask_mode!r}; supported: causal_last, full.")

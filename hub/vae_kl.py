@@ -87,6 +87,9 @@ def vae_config_from_diffusers(config: dict) -> dict:
         kinds = set(config.get(field, [supported]))
         if kinds != {supported}:
             raise CheckpointError(f"the VAE config has {field} {sorted(kinds)}; only {supported} is supported.")
+    for field in ("shift_factor", "latents_mean", "latents_std"):  # latent normalizations beyond one scale
+        if config.get(field) is not None:
+            raise CheckpointError(f"the VAE config sets {field}; only a scaling_factor is supported.")
     if config.get("act_fn", "silu") != "silu":
         raise CheckpointError(f"the VAE config has act_fn {config.get('act_fn')!r}; only 'silu' is supported.")
     channels = tuple(int(c) for c in config.get("block_out_channels", (64,)))

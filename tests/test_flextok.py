@@ -125,6 +125,7 @@ def test_official_config_is_read_as_data():
     (lambda c: c["encoder"]["module_dict"]["enc_seq_packer"].update(mask_mode="causal"), "mask_mode"),
     (lambda c: c["decoder"]["module_dict"].pop("dec_time_embedder"), "TimestepEmbedder"),
     (lambda c: c["vae"].update(scaling_factor=None), "scaling_factor"),
+    (lambda c: c["decoder"].update(module_dict=dict(reversed(list(c["decoder"]["module_dict"].items())))), "order"),
 ])
 def test_unsupported_official_settings_are_refused_by_name(change, message):
     config = official_config()
@@ -294,16 +295,17 @@ def test_registered_names_licence_and_options():
 def test_flow_regime_pieces(photos):
     from zoo.teachers.vision import RandomVisionTeacher
     from zoo.training.flow import FlowDecoderTraining
-    from zoo.training.terms.image import HierarchicalSemantic, strength_along_sequence
+    from zoo.training.terms.image import HierarchicalSemantic, PatchAlignment, strength_along_sequence
 
     weights = strength_along_sequence("linear", 5, 0.2)
     assert weights[0] == 1 and weights[-1] == pytest.approx(0.2) and bool((weights.diff() < 0).all())
     module = FlowDecoderTraining(tokenizer="flextok-d12-d12-in1k", tokenizer_overrides=TINY, redundant_padding=1.0,
-                                 semantic_terms=[HierarchicalSemantic(RandomVisionTeacher(dim=12), weight=0.5)])
+                                 semantic_terms=[HierarchicalSemantic(RandomVisionTeacher(dim=12), weight=0.5),
+                                                 PatchAlignment(RandomVisionTeacher(dim=12), weight=0.1)])
     assert module.sample_kept(6).tolist() == [8] * 6  # redundant padding 1: every image keeps all tokens
     assert not any(p.requires_grad for p in module.tokenizer.vae.parameters())
     step = module.generator_step(photos, adversarial=False)
-    assert {"flow", "semantic", "kept_tokens"} <= set(step.logs) and torch.isfinite(step.loss)
+    assert {"flow", "semantic", "repa", "kept_tokens"} <= set(step.logs) and torch.isfinite(step.loss)
     step.loss.backward()
     assert module.semantic_terms[0].project[0].weight.grad is not None
     assert module.tokenizer.encoder.head.weight.grad.abs().sum() > 0
@@ -413,3 +415,30 @@ def test_retok_tiny_recipe_semantic_term_decreases(tmp_path):
     assert last < 0.8 * first, (first, last)
     assert np.mean(kept) > 0.55 * 16  # uniform nested dropout alone averages 8.5 of 16; padding raises it
     assert type(cli.model.semantic_terms[0].teacher).__name__ == "RandomVisionTeacher"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (RECIPES / "flextok").glob("*.yaml")))
+def test_flextok_recipes_parse(recipe, capsys):
+    """Every FlexTok recipe names only arguments the module, data module and trainer take."""
+    from zoo.training.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(RECIPES / "flextok" / recipe), "--print_config"])
+    assert e.value.code == 0, capsys.readouterr().err[-2000:]
+    assert "zoo.training.flow.FlowDecoderTraining" in capsys.readouterr().out
+
+
+def test_training_from_scratch_takes_a_pretrained_vae_folder(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    from zoo.training.flow import FlowDecoderTraining
+
+    config = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                  down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, scaling_factor=0.7)
+    torch.manual_seed(2)
+    reference = live(diffusers.AutoencoderKL(**config))
+    reference.save_pretrained(tmp_path / "vae")
+    module = FlowDecoderTraining(tokenizer="flextok-d12-d12-in1k", tokenizer_overrides={**TINY, "vae_scaling_factor": 0.7},
+                                 vae_folder=str(tmp_path / "vae"))
+    assert torch.equal(module.tokenizer.vae.decoder.conv_out.weight, reference.decoder.conv_out.weight)
+    with pytest.raises(TokenizerError, match="scaling_factor 0.7"):
+        FlowDecoderTraining(tokenizer="flextok-d12-d12-in1k", tokenizer_overrides=TINY, vae_folder=str(tmp_path / "vae"))

@@ -17,7 +17,8 @@ ReTok's additions, options of this regime:
   first tokens; REPA-style patch alignment is the same kind of term.
 
 Optimizers, warm-up, clipping, EMA and resumable state come from the skeleton; there is no
-discriminator. The VAE stays frozen. Validation logs the flow loss and, for `val_token_counts`,
+discriminator. The VAE stays frozen; `vae_folder` loads a pretrained diffusers AutoencoderKL into it
+(training from scratch). Validation logs the flow loss and, for `val_token_counts`,
 the latent MSE of `val_steps`-step decodes from those many tokens (lower is better).
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ class FlowDecoderTraining(AdversarialTraining):
         semantic_terms: list[nn.Module] | None = None,
         feature_layer: int = -1,
         train_encoder: bool = True,
+        vae_folder: str | None = None,
         val_token_counts: tuple[int, ...] | None = None,
         val_steps: int = 4,
         **skeleton,
@@ -71,6 +73,8 @@ class FlowDecoderTraining(AdversarialTraining):
             raise TokenizerError(f"min_kept_tokens must lie in [1, {n}], got {min_kept_tokens}.")
         if not -depth <= feature_layer < depth:
             raise TokenizerError(f"feature_layer must index one of the decoder's {depth} blocks, got {feature_layer}.")
+        if vae_folder is not None:
+            self._load_vae(vae_folder)
         self.tokenizer.vae.requires_grad_(False)
         if not train_encoder:
             self.tokenizer.encoder.requires_grad_(False)
@@ -80,6 +84,20 @@ class FlowDecoderTraining(AdversarialTraining):
         self.train()
 
     # ---- pieces -----------------------------------------------------------------------------
+    def _load_vae(self, folder: str) -> None:
+        """A pretrained diffusers AutoencoderKL folder (e.g. EPFL-VILAB/flextok_vae_c16) as the frozen VAE."""
+        from zoo.hub.vae_kl import load_diffusers_vae
+
+        vae, scaling = load_diffusers_vae(folder)
+        config = self.tokenizer.config
+        if abs(scaling - config.vae_scaling_factor) > 1e-6 * max(1.0, abs(scaling)):
+            raise TokenizerError(f"the VAE in {folder} has scaling_factor {scaling}, the tokenizer's config "
+                                 f"{config.vae_scaling_factor}; set tokenizer_overrides.vae_scaling_factor: {scaling}.")
+        missing = self.tokenizer.vae.load_state_dict(vae.state_dict(), strict=False)
+        if missing.missing_keys or missing.unexpected_keys:
+            raise TokenizerError(f"the VAE in {folder} does not fit the tokenizer's VAE layout "
+                                 f"(missing {missing.missing_keys[:4]}, unexpected {missing.unexpected_keys[:4]}).")
+
     def sample_kept(self, batch_size: int) -> torch.Tensor:
         """(B,) registers kept per image: nested dropout, with ReTok's redundant padding."""
         hp, n = self.hparams, self.tokenizer.num_tokens
