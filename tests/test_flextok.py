@@ -304,6 +304,7 @@ def test_flow_regime_pieces(photos):
                                                  PatchAlignment(RandomVisionTeacher(dim=12), weight=0.1)])
     assert module.sample_kept(6).tolist() == [8] * 6  # redundant padding 1: every image keeps all tokens
     assert not any(p.requires_grad for p in module.tokenizer.vae.parameters())
+    live(module.tokenizer).train()  # adaLN-zero: at init nothing downstream depends on the tokens yet
     step = module.generator_step(photos, adversarial=False)
     assert {"flow", "semantic", "repa", "kept_tokens"} <= set(step.logs) and torch.isfinite(step.loss)
     step.loss.backward()

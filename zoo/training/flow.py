@@ -12,9 +12,9 @@ ReTok's additions, options of this regime:
 - Redundant Token Padding (`redundant_padding`): with this probability an image keeps all its
   registers instead of a random prefix, so that tail tokens are trained more often than uniform
   nested dropout allows (which trains token i only when k > i).
-- Hierarchical Semantic Regularization (`semantic_terms`, zoo.training.terms.image): decoder
-  features at block `feature_layer` aligned with a frozen vision teacher, strongest for the
-  first tokens; REPA-style patch alignment is the same kind of term.
+- Hierarchical Semantic Regularization (`semantic_terms`, zoo.training.terms.image): the decoder's
+  patch features at block `feature_layer` aligned with a frozen vision teacher's, strongest for
+  images decoded from short prefixes; REPA-style patch alignment is the same term at one strength.
 
 Optimizers, warm-up, clipping, EMA and resumable state come from the skeleton; there is no
 discriminator. The VAE stays frozen; `vae_folder` loads a pretrained diffusers AutoencoderKL into it

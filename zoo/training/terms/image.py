@@ -1,16 +1,18 @@
-"""Semantic regularization terms of flexible image tokenizers (ReTok), on the flow decoder's features.
+"""Semantic regularization terms of flexible image tokenizers (ReTok, REPA), on the flow decoder's features.
 
-- `HierarchicalSemantic` (ReTok's Hierarchical Semantic Regularization): decoder features of the
-  register tokens, projected into a frozen vision teacher's space, are pulled (cosine) toward the
-  teacher's global image embedding (the mean of its patch features); the strength falls along the
-  sequence by a named schedule, so that the first tokens carry the image's semantics and the tail
-  is left free for detail. Dropped registers (past the kept prefix) are left out.
-- `PatchAlignment` (REPA): decoder features of the latent patches, projected, are pulled toward
-  the teacher's patch features brought to the same grid.
+- `PatchAlignment` (REPA): the decoder's features of the latent patches at one block, projected by a
+  small MLP, are pulled (cosine) toward a frozen vision teacher's patch features brought to the
+  same grid.
+- `HierarchicalSemantic` (ReTok's Hierarchical Semantic Regularization): the same alignment,
+  weighted per image by how many tokens it decoded from: full strength for the shortest prefixes,
+  falling by a named schedule to `min_strength` at the full sequence, so that the early tokens carry
+  the image's semantics and the tail is left free for low-level detail. (ReTok's released code is
+  GigaTok-based and its training code is not public; it aligns the decoder's patch queries at one
+  depth with DINOv2 features. The schedule over the kept length is our reading of the paper.)
 
 Each term has its own weight, is bound to the tokenizer (`bind`) to build its projection (trained
 with the tokenizer, kept out of the exported model) and reads the tokenizer's `FlowPass`
-(`register_features`, `patch_features`: one entry, the block the regime was asked to keep).
+(`patch_features`: one entry, the block the regime was asked to keep, and `keep`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from torch import nn
 
 from zoo.errors import TokenizerError
 from zoo.teachers.vision import VisionTeacher
-from zoo.tokens import lengths_to_mask
 
 SCHEDULES = ("linear", "cosine", "exponential", "constant")
 
@@ -67,6 +68,32 @@ class _SemanticTerm(nn.Module):
         self.project = _projection(width, self.teacher.dim)
 
 
+def _alignment(term: "_SemanticTerm", out, images: torch.Tensor) -> torch.Tensor:
+    """(B,) 1 - cosine of projected decoder patch features and teacher patch features, per image."""
+    features = out.patch_features[-1]  # (B, P, D)
+    b, p, _ = features.shape
+    side = int(round(p ** 0.5))
+    target = term.teacher.patch_features(images)  # (B, M, Dt)
+    m = int(round(target.shape[1] ** 0.5))
+    if side * side != p or m * m != target.shape[1]:
+        raise TokenizerError(f"{type(term).__name__} needs square grids, got {p} decoder and {target.shape[1]} "
+                             "teacher patches.")
+    grid = target.transpose(1, 2).reshape(b, -1, m, m)
+    target = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+    return (1.0 - F.cosine_similarity(term.project(features), target.to(features.dtype), dim=-1)).mean(1)
+
+
+class PatchAlignment(_SemanticTerm):
+    """REPA: projected decoder patch features toward the teacher's patch features (see the module docstring)."""
+
+    def __init__(self, teacher: VisionTeacher, weight: float = 1.0, name: str = "repa"):
+        super().__init__(teacher, weight, name)
+
+    def forward(self, out, images: torch.Tensor) -> torch.Tensor:
+        """out: the tokenizer's FlowPass; images (B, 3, H, W) in [0, 1]."""
+        return _alignment(self, out, images).mean()
+
+
 class HierarchicalSemantic(_SemanticTerm):
     """ReTok's hierarchical semantic regularization (see the module docstring)."""
 
@@ -77,30 +104,8 @@ class HierarchicalSemantic(_SemanticTerm):
         self.strength_schedule, self.min_strength = strength_schedule, min_strength
 
     def forward(self, out, images: torch.Tensor) -> torch.Tensor:
-        """out: the tokenizer's FlowPass (register_features [(B, N, D)], keep (B,)); images in [0, 1]."""
-        target = self.teacher.patch_features(images).mean(1)  # (B, Dt)
-        features = out.register_features[-1]
-        b, n, _ = features.shape
-        cosine = F.cosine_similarity(self.project(features), target[:, None].to(features.dtype), dim=-1)  # (B, N)
-        strength = strength_along_sequence(self.strength_schedule, n, self.min_strength).to(features.device)
-        weights = strength[None] * lengths_to_mask(out.keep, n)
-        return ((1.0 - cosine) * weights).sum() / weights.sum().clamp_min(1e-8)
-
-
-class PatchAlignment(_SemanticTerm):
-    """REPA: projected decoder patch features toward the teacher's patch features (see the module docstring)."""
-
-    def __init__(self, teacher: VisionTeacher, weight: float = 1.0, name: str = "repa"):
-        super().__init__(teacher, weight, name)
-
-    def forward(self, out, images: torch.Tensor) -> torch.Tensor:
-        features = out.patch_features[-1]  # (B, P, D)
-        b, p, _ = features.shape
-        side = int(round(p ** 0.5))
-        target = self.teacher.patch_features(images)  # (B, M, Dt)
-        m = int(round(target.shape[1] ** 0.5))
-        if side * side != p or m * m != target.shape[1]:
-            raise TokenizerError(f"PatchAlignment needs square grids, got {p} decoder and {target.shape[1]} teacher patches.")
-        grid = target.transpose(1, 2).reshape(b, -1, m, m)
-        target = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-        return (1.0 - F.cosine_similarity(self.project(features), target.to(features.dtype), dim=-1)).mean()
+        """out: the tokenizer's FlowPass (patch_features, keep (B,)); images (B, 3, H, W) in [0, 1]."""
+        n = out.codes.shape[1]
+        strength = strength_along_sequence(self.strength_schedule, n, self.min_strength).to(images.device)
+        weights = strength[out.keep.long() - 1]  # (B,): by the number of tokens each image decoded from
+        return (weights * _alignment(self, out, images)).sum() / weights.sum().clamp_min(1e-8)
