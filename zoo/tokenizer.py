@@ -390,6 +390,24 @@ class ImageTokenizer(Tokenizer):
         """Float (B, 3, image_size, image_size) in [0, 1], checked."""
         return check_image_batch(x, self.image_size)
 
+    def kept_lengths(self, num_tokens: int | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        """Flexible-length models: num_tokens (an int, or (B,) per image) -> (B,) long lengths in
+        [1, num_tokens], checked; None -> None."""
+        if num_tokens is None:
+            return None
+        n = self.num_tokens
+        if isinstance(num_tokens, torch.Tensor):
+            if num_tokens.shape != (batch_size,) or num_tokens.dtype.is_floating_point:
+                raise TokenizerError(f"num_tokens as a tensor must be (B,) = ({batch_size},) integers, "
+                                     f"got {tuple(num_tokens.shape)} {num_tokens.dtype}.")
+            lengths = num_tokens.to(device=self.device, dtype=torch.long)
+        else:
+            lengths = torch.full((batch_size,), int(num_tokens), dtype=torch.long, device=self.device)
+        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > n):
+            raise TokenizerError(f"num_tokens must lie in [1, {n}] for this model, got "
+                                 f"[{int(lengths.min())}, {int(lengths.max())}].")
+        return lengths
+
 
 class AudioTokenizer(Tokenizer):
     """Audio in: float (B, 1, T) at `sample_rate`. Subclasses set `sample_rate`, `hop_length`."""

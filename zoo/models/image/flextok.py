@@ -290,23 +290,6 @@ class FlexTok(ImageTokenizer):
         """Scaled VAE latents -> images in [0, 1] (clamped)."""
         return ((self.vae.decode(latents / self.config.vae_scaling_factor) + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def kept_lengths(self, num_tokens: int | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-        """num_tokens (an int, or (B,) per image) -> (B,) long lengths in [1, N], checked; None -> None."""
-        if num_tokens is None:
-            return None
-        n = self.config.num_tokens
-        if isinstance(num_tokens, torch.Tensor):
-            if num_tokens.shape != (batch_size,) or num_tokens.dtype.is_floating_point:
-                raise TokenizerError(f"num_tokens as a tensor must be (B,) = ({batch_size},) integers, "
-                                     f"got {tuple(num_tokens.shape)} {num_tokens.dtype}.")
-            lengths = num_tokens.to(device=self.device, dtype=torch.long)
-        else:
-            lengths = torch.full((batch_size,), int(num_tokens), dtype=torch.long, device=self.device)
-        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > n):
-            raise TokenizerError(f"num_tokens must lie in [1, {n}] for this model, got "
-                                 f"[{int(lengths.min())}, {int(lengths.max())}].")
-        return lengths
-
     def velocity(self, noised: torch.Tensor, t: torch.Tensor, quantized: torch.Tensor | None,
                  keep: torch.Tensor) -> torch.Tensor:
         """The decoder's velocity for noised latents at times t (B,), conditioned on FSQ values

@@ -226,23 +226,6 @@ class TiTok(ImageTokenizer):
                                               kmeans_init=options.kmeans_init if "kmeans_init" in changed else None)
 
     # ---- pieces --------------------------------------------------------------------------
-    def kept_lengths(self, num_tokens: int | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-        """num_tokens (an int, or (B,) per image) -> (B,) long lengths, checked; None -> None."""
-        if num_tokens is None:
-            return None
-        n = self.config.num_tokens
-        if isinstance(num_tokens, torch.Tensor):
-            if num_tokens.shape != (batch_size,) or num_tokens.dtype.is_floating_point:
-                raise TokenizerError(f"num_tokens as a tensor must be (B,) = ({batch_size},) integers, "
-                                     f"got {tuple(num_tokens.shape)} {num_tokens.dtype}.")
-            lengths = num_tokens.to(device=self.device, dtype=torch.long)
-        else:
-            lengths = torch.full((batch_size,), int(num_tokens), dtype=torch.long, device=self.device)
-        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > n):
-            raise TokenizerError(f"num_tokens must lie in [1, {n}] for this model, got "
-                                 f"[{int(lengths.min())}, {int(lengths.max())}].")
-        return lengths
-
     def split_posterior(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """VAE encoder output (B, N, 2C) -> mean, log-variance (clamped to [-30, 20]), each (B, N, C)."""
         mean, logvar = z.chunk(2, dim=-1)
