@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     c.add_argument("--plot", type=Path, default=None, help="write a PNG of the sweep here")
+    c.add_argument("--baseline", default=None,
+                   help="classical codecs on the same files: images thumbnail,jpeg,webp (at each row's bits per image); "
+                        "speech codec2,opus (apt-get install codec2 opus-tools)")
     c.add_argument("--asr", default=None, help="speech: whisper (tiny.en, offline with the whisper extra), wav2vec2:/path/to/weights.pth, "
                    "or package.module:function(wav, sample_rate) -> text")
     c.add_argument("--no-speaker", action="store_true", help="speech: skip speaker similarity (resemblyzer)")
@@ -307,6 +310,11 @@ def _eval(args) -> int:
 
     model = _load_model(args)
     decode_options = model.check_options("decode", command_options(args, model, ("decode",), ("steps", "seed")))
+    baselines = []
+    if args.baseline:
+        from zoo.eval.baselines import get_baselines
+
+        baselines = get_baselines(args.baseline, model.modality)
     if model.modality == "image":
         lpips = None
         if args.lpips_vgg or args.lpips_linear:
@@ -314,13 +322,15 @@ def _eval(args) -> int:
 
             lpips = LPIPS(args.lpips_vgg, args.lpips_linear)
         report = runner.evaluate_images(model, args.data, args.num_tokens, args.batch_size, args.limit,
-                                        lpips=lpips, fid_weights=args.inception, decode_options=decode_options)
+                                        lpips=lpips, fid_weights=args.inception, decode_options=decode_options,
+                                        baselines=baselines)
     else:
         from zoo.eval.audio_metrics import load_asr
 
         report = runner.evaluate_speech(model, args.data, args.n_q, args.limit,
                                         asr=load_asr(args.asr) if args.asr else None,
-                                        speaker_similarity=not args.no_speaker, decode_options=decode_options)
+                                        speaker_similarity=not args.no_speaker, decode_options=decode_options,
+                                        baselines=baselines)
     report.model = args.model
     print(report.table())
     if args.json:
@@ -329,7 +339,7 @@ def _eval(args) -> int:
         print(f"report -> {args.json}")
     if args.plot:
         if len(report.rows) < 2:
-            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values.")
+            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values, or --baseline.")
         print(f"plot -> {runner.plot_sweep(report, args.plot)}")
     return 0
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.errors import TokenizerError
+from zoo.eval.baselines import CANNOT_REACH
 from zoo.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, read_audio, read_image
 from zoo.quantize import codebook_usage
 
@@ -41,10 +42,10 @@ class EvalReport:
         """The rows as an aligned text table, settings first."""
         if not self.rows:
             return "(no rows)"
-        setting_keys = list(self.rows[0]["setting"])
-        metric_keys = list(self.rows[0]["metrics"])
+        setting_keys = list(dict.fromkeys(k for r in self.rows for k in r["setting"]))
+        metric_keys = list(dict.fromkeys(k for r in self.rows for k in r["metrics"]))
         header = setting_keys + metric_keys
-        body = [[_cell(r["setting"][k]) for k in setting_keys] + [_cell(r["metrics"].get(k)) for k in metric_keys]
+        body = [[_cell(r["setting"].get(k)) for k in setting_keys] + [_cell(r["metrics"].get(k)) for k in metric_keys]
                 for r in self.rows]
         widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
@@ -95,9 +96,10 @@ def _mean(values: list[float]) -> float:
 @torch.no_grad()
 def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = None, batch_size: int = 8,
                     limit: int | None = None, lpips=None, fid_weights: str | Path | None = None,
-                    progress: bool = True, decode_options: dict | None = None) -> EvalReport:
+                    progress: bool = True, decode_options: dict | None = None, baselines=()) -> EvalReport:
     """Reconstruction quality (PSNR, SSIM, usage, optional LPIPS / rFID) and bits per image, per token
-    count; `decode_options` go to every decode (a flow decoder's steps and seed)."""
+    count; `decode_options` go to every decode (a flow decoder's steps and seed). Each of `baselines`
+    (zoo.eval.baselines) adds a row per token count at that row's bits per image."""
     from zoo.eval.image_metrics import ReconstructionFID, psnr, ssim
 
     files = list_files(folder, IMAGE_SUFFIXES, limit)
@@ -131,7 +133,12 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
             metrics["rfid"] = fid.compute()
         metrics |= {"codebook_usage": usage.used_fraction, "perplexity": usage.perplexity,
                     "bits_per_pixel": tokens_per_image * model.bits_per_token / (size * size)}
-        report.rows.append({"setting": {"tokens": tokens_per_image}, "metrics": metrics})
+        setting = {"method": "tokenizer", "tokens": tokens_per_image} if baselines else {"tokens": tokens_per_image}
+        report.rows.append({"setting": setting, "metrics": metrics})
+        budget = tokens_per_image * model.bits_per_token
+        for baseline in baselines:
+            report.rows.append(_image_baseline_row(baseline, images, budget, tokens_per_image, batch_size, model.device,
+                                                   lpips, fid_weights, progress))
     if decode_options:
         report.notes.append("decoded with " + ", ".join(f"{k}={v}" for k, v in sorted(decode_options.items())))
     if lpips is None:
@@ -141,13 +148,65 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
     return report
 
 
+def _image_baseline_row(baseline, images, budget, tokens, batch_size, device, lpips, fid_weights, progress) -> dict:
+    """One baseline at `budget` bits per image over the images, scored as the tokenizer rows are."""
+    from zoo.eval.image_metrics import ReconstructionFID, psnr, ssim
+
+    size = images.shape[-2] * images.shape[-1]
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": []}
+    used, settings, fid = [], [], None
+    for start in tqdm(range(0, len(images), batch_size), desc=f"{baseline.name} at {budget:g} bits", disable=not progress):
+        x = images[start:start + batch_size]
+        result = baseline.reconstruct(x, budget)
+        keep = torch.tensor(result.reached)
+        settings += result.settings
+        used += [b for b in result.bits_used if b is not None]
+        if not keep.any():
+            continue
+        x, recon = x[keep].to(device), result.reconstruction[keep].to(device)
+        scores["psnr"] += psnr(x, recon).tolist()
+        scores["ssim"] += ssim(x, recon).tolist()
+        if lpips is not None:
+            scores["lpips"] += lpips(x, recon).tolist()
+        if fid_weights is not None:
+            fid = fid or ReconstructionFID.from_path(fid_weights)
+            fid.update(x, recon)
+    reached = [s for s in settings if s != CANNOT_REACH]
+    codec = _setting_range(reached) if reached else CANNOT_REACH
+    if reached and len(reached) < len(settings):
+        codec += f" ({len(reached)}/{len(settings)} reached)"
+    setting = {"method": baseline.name, "tokens": tokens, "budget_bits": budget, "codec": codec}
+    keys = ["psnr", "ssim"] + (["lpips"] if lpips is not None else []) + (["rfid"] if fid_weights is not None else [])
+    if not reached:
+        return {"setting": setting, "metrics": {**{k: None for k in keys}, "bits_per_pixel": None, "reached": 0.0}}
+    metrics = {k: _mean(scores[k]) for k in keys if k != "rfid"}
+    if fid_weights is not None:
+        metrics["rfid"] = fid.compute() if len(reached) >= 2 else None
+    bits = sum(used) / len(used)
+    metrics |= {"bits_per_pixel": bits / size, "reached": len(reached) / len(settings)}
+    return {"setting": setting, "metrics": metrics}
+
+
+def _setting_range(settings: list[str]) -> str:
+    """Per-image settings in one cell: 'quality 12' .. 'quality 40' -> 'quality 12-40'."""
+    distinct = sorted(set(settings))
+    if len(distinct) == 1:
+        return distinct[0]
+    words = [d.rpartition(" ") for d in distinct]
+    if all(w[0] == words[0][0] and w[2].isdigit() for w in words):
+        numbers = sorted(int(w[2]) for w in words)
+        return f"{words[0][0]} {numbers[0]}-{numbers[-1]}"
+    return ", ".join(distinct)
+
+
 # ---- speech ----------------------------------------------------------------------------------
 
 @torch.no_grad()
 def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | None = None, limit: int | None = None,
                     asr=None, speaker_similarity: bool = True, progress: bool = True,
-                    decode_options: dict | None = None) -> EvalReport:
-    """Reconstruction quality (mel distance, STOI, PESQ, SI-SDR, speaker, WER) and bitrate, per quantizer count."""
+                    decode_options: dict | None = None, baselines=()) -> EvalReport:
+    """Reconstruction quality (mel distance, STOI, PESQ, SI-SDR, speaker, WER) and bitrate, per quantizer count;
+    each of `baselines` (zoo.eval.baselines) adds a row per bitrate it runs at, with the bitrate it used."""
     from zoo.eval import audio_metrics as am
 
     files = list_files(folder, AUDIO_SUFFIXES, limit)
@@ -172,13 +231,12 @@ def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | Non
         report.notes.append("WER/WIL not computed: some clips have no transcript (<clip>.txt)")
     elif asr is None:
         report.notes.append("WER/WIL not computed: pass --asr package.module:function")
-    counts = quantizer_counts or [len(model.codebook_sizes)]
-    for n_q in counts:
+
+    def score(reconstruct, desc: str) -> dict:
         scores: dict[str, list[float]] = {}
         hypotheses = []
-        for wav in tqdm(clips, desc=f"eval n_q={n_q}", disable=not progress):
-            x = wav[None].to(model.device)
-            recon = model.decode(model.encode(x, n_q=n_q), **(decode_options or {}))[0].cpu()
+        for wav in tqdm(clips, desc=desc, disable=not progress):
+            recon = reconstruct(wav)
             pairs = {"mel_distance": am.mel_distance(wav, recon, rate), "si_sdr": am.si_sdr(wav, recon)}
             pairs |= {name: fn(wav, recon, rate) for name, fn in optional.items()}
             if speaker is not None:
@@ -190,28 +248,68 @@ def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | Non
         metrics = {k: _mean(v) for k, v in scores.items()}
         if use_asr:
             metrics |= am.word_errors(transcripts, hypotheses)
+        return metrics
+
+    counts = quantizer_counts or [len(model.codebook_sizes)]
+    for n_q in counts:
+        def through_model(wav, n_q=n_q):
+            return model.decode(model.encode(wav[None].to(model.device), n_q=n_q), **(decode_options or {}))[0].cpu()
+
+        metrics = score(through_model, f"eval n_q={n_q}")
         bits = model.frame_rate * sum(math.log2(k) for k in model.codebook_sizes[:n_q])
         metrics |= {"tokens_per_second": model.frame_rate * n_q, "bitrate_bps": bits}
-        report.rows.append({"setting": {"n_q": n_q}, "metrics": metrics})
+        setting = {"method": "tokenizer", "n_q": n_q} if baselines else {"n_q": n_q}
+        report.rows.append({"setting": setting, "metrics": metrics})
+    seconds = sum(wav.shape[-1] for wav in clips) / rate
+    for baseline in baselines:
+        if baseline.note:
+            report.notes.append(baseline.note)
+        for bitrate in baseline.bitrates:
+            used = []
+
+            def through_baseline(wav, baseline=baseline, bitrate=bitrate, used=used):
+                result = baseline.reconstruct(wav[None], bitrate, rate)
+                used.append(result.bits_used[0])
+                return result.reconstruction[0]
+
+            metrics = score(through_baseline, f"{baseline.name} {bitrate} bit/s")
+            metrics["bitrate_bps"] = sum(used) / seconds  # the encoded files' size over the audio's length
+            report.rows.append({"setting": {"method": baseline.name, "codec": f"{bitrate} bit/s"}, "metrics": metrics})
     return report
 
 
 def plot_sweep(report: EvalReport, path: str | Path) -> Path:
-    """One panel per metric against the swept setting (tokens per image or quantizers)."""
+    """One panel per metric against the swept setting (tokens per image or quantizers); with baselines,
+    against bits per pixel or bit/s, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    setting = next(iter(report.rows[0]["setting"]))
-    xs = [r["setting"][setting] for r in report.rows]
-    keys = [k for k in report.rows[0]["metrics"] if all(math.isfinite(r["metrics"][k]) for r in report.rows)]
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+
+    methods = list(dict.fromkeys(r["setting"].get("method") for r in report.rows))
+    if methods == [None]:
+        setting = next(iter(report.rows[0]["setting"]))
+        x_of = lambda r: r["setting"][setting]  # noqa: E731
+    else:
+        setting = "bits_per_pixel" if report.modality == "image" else "bitrate_bps"
+        x_of = lambda r: r["metrics"].get(setting)  # noqa: E731
+    first = [r for r in report.rows if r["setting"].get("method") == methods[0]]
+    keys = [k for k in first[0]["metrics"] if k != setting and all(finite(r["metrics"].get(k)) for r in first)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        ax.plot(xs, [r["metrics"][key] for r in report.rows], marker="o")
+        for method in methods:
+            points = sorted((x_of(r), r["metrics"].get(key)) for r in report.rows if r["setting"].get("method") == method
+                            and finite(x_of(r)) and finite(r["metrics"].get(key)))
+            if points:
+                ax.plot(*zip(*points), marker="o" if method in (None, "tokenizer") else "s", label=method)
         ax.set_xlabel(setting)
         ax.set_title(key)
         ax.grid(alpha=0.3)
+        if len(methods) > 1:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{report.model} on {Path(report.data).name} ({report.num_items} items)")
     fig.tight_layout()
     path = Path(path)
