@@ -160,8 +160,10 @@ def test_reconstruct_sends_each_option_where_it_is_declared():
     assert enc.call_args.kwargs == {"n_q": 2, "chunk_seconds": 0.05}  # declared by encode only / by both
     assert dec.call_args.kwargs == {"chunk_seconds": 0.05}
     assert out.shape == wave().shape
-    with pytest.raises(TokenizerError, match=r"no reconstruct option 'steps'; its encode options are n_q, "
+    with pytest.raises(TokenizerError, match=r"no reconstruct option 'temperature'; its encode options are n_q, "
                                              r"chunk_seconds; its decode options are chunk_seconds\."):
+        model.reconstruct(wave(), temperature=2)
+    with pytest.raises(TokenizerError, match=r"'steps' is an option of image tokenizers such as flextok"):
         model.reconstruct(wave(), steps=2)
     noisy = image_model().reconstruct(torch.rand(1, 3, 32, 32), noise_scale=0.5, seed=1)
     assert noisy.shape == (1, 3, 32, 32)
