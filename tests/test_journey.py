@@ -341,3 +341,13 @@ def test_zoo_info_reads_the_index_without_torch_and_the_index_is_the_registry():
     live = subprocess.run([sys.executable, "-m", "zoo.cli", "info", "--all"], capture_output=True, text=True, check=True)
     assert live.stdout == (ROOT / "hub" / "info.json").read_text(), \
         "hub/info.json is stale: regenerate it with `zoo info --all > hub/info.json`"
+
+
+def test_vs_and_asr_find_a_module_in_the_current_folder(tmp_path, monkeypatch):
+    """`zoo` is a console script: the current folder is not on its path unless the zoo puts it there."""
+    from zoo.eval import import_object
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "my_impl.py").write_text("def factory(name, device):\n    return name\n")
+    assert import_object("my_impl:factory", "--vs")("x", "cpu") == "x"
