@@ -243,7 +243,8 @@ def test_no_command_writes_over_its_inputs_or_its_own_outputs(tmp_path, capsys):
     assert "one of this command's inputs" in capsys.readouterr().err
     assert (tmp_path / "c" / "y.decoded.png").read_bytes() == photo
     assert main(["eval", "--model", str(folder), "--data", str(tmp_path / "a"), "--json", str(tmp_path / "r"),
-                 "--plot", str(tmp_path / "r")]) == 1
+                 "--num-tokens", "4,8", "--plot", str(tmp_path / "r")]) == 1
+    assert "two outputs of this command would both be" in capsys.readouterr().err
 
 
 # ---- 5. random models work ------------------------------------------------------------------------

@@ -346,6 +346,10 @@ def _decode(args) -> int:
         key = (args.model, args.checkpoint) if args.model else (tokens.meta.get("model"), tokens.meta.get("checkpoint"))
         if key[0] is None:
             raise TokenizerError(f"{path} does not name the model that made it; say which with --model NAME.")
+        for recorded in key:
+            if not args.model and recorded and Path(recorded).is_absolute() and not Path(recorded).exists():
+                raise TokenizerError(f"{path} was made by the model at {recorded}, which is not on this machine; "
+                                     "copy it there, or say where it is with --model FOLDER.")
         if key not in models:
             models[key] = zoo.load(key[0], checkpoint=key[1])
             _check_same_weights(path, tokens, models[key], explicit=args.model is not None)
@@ -420,6 +424,8 @@ def _eval(args) -> int:
 
     # what the run will need, checked before the long part
     if args.plot:
+        if len(args.num_tokens or args.n_q or []) < 2:
+            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values.")
         require_extra("matplotlib", "eval", "--plot")
     if args.asr:
         require_extra("jiwer", "eval", "--asr (word error rates)")
@@ -448,8 +454,6 @@ def _eval(args) -> int:
         args.json.write_text(report.to_json())
         print(f"report -> {args.json}")
     if args.plot:
-        if len(report.rows) < 2:
-            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values.")
         print(f"plot -> {runner.plot_sweep(report, args.plot)}")
     return 0
 

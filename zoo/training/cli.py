@@ -253,7 +253,7 @@ class ZooCLI(LightningCLI):
             callbacks.append(LastCheckpoint(str(folder / "checkpoints"), self.config.fit.get("save_every_n_steps")))
             metric_of = getattr(self.model, "checkpoint_metric", None)
             metric = metric_of() if callable(metric_of) else None
-            if metric is not None:
+            if metric is not None and trainer_config.get("limit_val_batches") != 0:  # 0: the run never validates
                 callbacks.append(BestCheckpoint(str(folder / "checkpoints"), *metric))
         configs = self.config.fit.get("config") or []
         recipe_file = ", ".join(shown(str(getattr(c, "absolute", c))) for c in configs) or None
