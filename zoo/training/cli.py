@@ -133,11 +133,12 @@ class BestCheckpoint(ModelCheckpoint):
 
 def shown(path) -> str:
     """A path as the user typed it: relative to the current folder when it lies inside it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    for where, here in ((os.path.abspath(path), os.getcwd()), (os.path.realpath(path), os.path.realpath(os.getcwd()))):
+        try:  # as written first (a recipes/ symlink stays recipes/), then with links resolved
+            return str(Path(where).relative_to(here))
+        except ValueError:
+            pass
+    return str(path)
 
 
 class RunReport(Callback):
@@ -175,8 +176,8 @@ class RunReport(Callback):
         if self.resumed_from:
             lines.append(f"  resuming from {shown(self.resumed_from)}")
         if last is not None:
-            by = (f", {shown(Path(best.dirpath) / BEST)} (by {best.monitor}, {'higher' if best.mode == 'max' else 'lower'} "
-                  "is better)" if best is not None else "")
+            by = (f", {shown(Path(best.dirpath) / BEST)} (the best {best.monitor} at a validation, "
+                  f"{'higher' if best.mode == 'max' else 'lower'} is better)" if best is not None else "")
             lines.append(f"  checkpoints: {shown(Path(last.dirpath) / LAST)}{by}")
         else:
             lines.append("  checkpoints: none (enable_checkpointing is false)")
