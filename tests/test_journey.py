@@ -68,13 +68,14 @@ def test_training_never_reads_the_held_out_split(tmp_path):
     random_images(tmp_path / "set" / "val", 2)
     with pytest.raises(TokenizerError, match=r"holds the held-out folder val/ .* --data.init_args.train_dir .*set/train"):
         ImageFolderData(str(tmp_path / "set")).setup("fit")
-    with pytest.raises(TokenizerError, match="overlap"):
-        ImageFolderData(str(tmp_path / "set" / "train"), val_dir=str(tmp_path / "set" / "train")).setup("fit")
+    random_images(tmp_path / "set" / "train" / "some", 1)
+    with pytest.raises(TokenizerError, match="lies inside train_dir"):
+        ImageFolderData(str(tmp_path / "set" / "train"), val_dir=str(tmp_path / "set" / "train" / "some")).setup("fit")
     with pytest.raises(TokenizerError, match="held-out folder val/"):
         SpeechDataModule(str(tmp_path / "set")).setup("fit")
     data = ImageFolderData(str(tmp_path / "set" / "train"), val_dir=str(tmp_path / "set" / "val"), crop_size=32)
     data.setup("fit")
-    assert len(data.train_set) == 2 and len(data.val_set) == 2
+    assert len(data.train_set) == 3 and len(data.val_set) == 2
 
 
 def test_every_recipe_reads_the_training_split_of_zoo_data():

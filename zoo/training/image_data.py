@@ -1,7 +1,7 @@
 """Image-folder data for tokenizer training: random crops for training, center crops for
 validation. Every image file under the folder (recursively) is used; images whose shorter side
 is below the crop size are first resized up (bicubic) so that the crop fits. A training folder that
-holds a held-out folder (`val/`, `test/`) or overlaps the validation folder is refused."""
+holds a held-out folder (`val/`, `test/`) or the validation folder is refused."""
 from __future__ import annotations
 
 import random

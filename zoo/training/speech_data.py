@@ -97,7 +97,7 @@ class SpeechDataModule(LightningDataModule):
     """train_dir / val_dir: folders of audio (+ transcripts). Training clips are cropped at random
     (`random_crop`; False crops every clip from its start, for overfitting smoke tests);
     validation clips from their start, `val_crop_seconds` None keeps them whole. A training folder that
-    holds a held-out folder (`val/`, `test/`) or overlaps val_dir is refused."""
+    holds a held-out folder (`val/`, `test/`) or val_dir is refused."""
 
     def __init__(self, train_dir: str, val_dir: str | None = None, sample_rate: int = 16000,
                  crop_seconds: float = 1.0, val_crop_seconds: float | None = None, batch_size: int = 8,
