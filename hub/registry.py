@@ -111,7 +111,8 @@ def create(name: str, **overrides) -> Tokenizer:
 def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Tokenizer:
     """A tokenizer with weights, in eval mode.
 
-    name_or_path: a registered name, a folder written by save_pretrained / `zoo export`,
+    name_or_path: a registered name, a folder written by save_pretrained / `zoo export`, a
+    Lightning checkpoint written by `zoo fit` (.ckpt: its weight average, as `zoo export` takes it),
     or a Hugging Face repo id holding such a folder.
     checkpoint: with a registered name, a weights file or folder to use instead of the
     registered source, in our layout or the model's official layout (converted).
@@ -142,6 +143,10 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return Tokenizer.from_pretrained(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        from zoo.hub.export import tokenizer_from_checkpoint
+
+        return tokenizer_from_checkpoint(path)[0]
     if path.is_file():
         raise TokenizerError(
             f"{path} is a weights file; pass the model it belongs to as well: zoo.load(NAME, checkpoint={str(path)!r})."

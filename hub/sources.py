@@ -1,4 +1,6 @@
-"""Getting weight files: the Hugging Face cache first, then a download, always hash-checked."""
+"""Getting weight files: the Hugging Face cache first, then a download, always hash-checked. Without
+network (HF_HUB_OFFLINE, or a hub that one quick connection attempt cannot reach) the answer comes at
+once, in one sentence naming the file and where to put it."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +8,7 @@ import os
 from pathlib import Path
 
 from zoo.errors import CheckpointError, WeightsUnavailableError
+from zoo.hfhub import hub_endpoint, hub_unreachable
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -48,17 +51,24 @@ def check_sha256(path: Path, expected: str) -> None:
 def fetch_file(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None,
                model_name: str | None = None) -> Path:
     """Path of `filename` from Hugging Face repo `repo_id`: the cache, else a download."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     cache = hf_cache_dir()
     who = f"the weights of {model_name}" if model_name else f"{filename} of {repo_id}"
-    try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, local_files_only=True)
-    except Exception:
+    # the cache, read without huggingface_hub's request machinery (which contacts the hub even for a
+    # local_files_only look-up, to name its user agent)
+    path = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+    if not isinstance(path, str):
         if hf_offline():
-            raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, "HF_HUB_OFFLINE is set")) from None
+            raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, "HF_HUB_OFFLINE is set"))
+        # one quick request first: without network, huggingface_hub would retry for ~25 s
+        endpoint = hub_endpoint()
+        unreachable = hub_unreachable(endpoint)
+        if unreachable:
+            raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name,
+                                                       f"no network: {unreachable}"))
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache)
+            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint)
         except Exception as e:
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
             raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, reason)) from None

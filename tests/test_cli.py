@@ -35,7 +35,7 @@ def test_encode_decode_reconstruct_files(tmp_path, capsys):
     assert (tmp_path / "tok" / "a.tokens.safetensors").is_file()
     # decode finds the model in the token file's metadata
     assert main(["decode", str(tmp_path / "tok" / "a.tokens.safetensors"), "--out", str(tmp_path / "dec")]) == 0
-    assert (tmp_path / "dec" / "a.png").is_file()
+    assert (tmp_path / "dec" / "a.decoded.png").is_file()  # never a.png: that may be the input
     assert main(["reconstruct", "--model", str(folder), str(tmp_path / "a.png"), "--out", str(tmp_path / "rec")]) == 0
     assert "PSNR" in capsys.readouterr().out and (tmp_path / "rec" / "a.recon.png").is_file()
 
@@ -88,7 +88,7 @@ def test_opt_passes_typed_options_to_encode_decode_and_reconstruct(tmp_path, cap
     assert "codes (1, 1, 200)" in capsys.readouterr().out
     tokens = str(tmp_path / "o" / "s.tokens.safetensors")
     assert main(["decode", "--model", str(folder), tokens, "--opt", "chunk_seconds=0.01", "--out", str(tmp_path / "d")]) == 0
-    assert sf.info(str(tmp_path / "d" / "s.wav")).frames == 1600
+    assert sf.info(str(tmp_path / "d" / "s.decoded.wav")).frames == 1600
     image = zoo.create("test-tiny-image-a").save_pretrained(tmp_path / "img")
     write_image(tmp_path / "a.png", torch.rand(3, 32, 32))
     assert main(["reconstruct", "--model", str(image), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),

@@ -27,7 +27,9 @@ def lightning_like_checkpoint(path, with_ema=True):
 
 def test_export_writes_a_folder_that_loads(tmp_path):
     raw, average = lightning_like_checkpoint(tmp_path / "last.ckpt")
-    (tmp_path / "report.json").write_text(json.dumps({"rows": [{"setting": {"tokens": 16}, "metrics": {"psnr": 20.5}}]}))
+    # a report of these very weights (the weight average, which export takes by default)
+    (tmp_path / "report.json").write_text(json.dumps({"rows": [{"setting": {"tokens": 16}, "metrics": {"psnr": 20.5}}],
+                                                      "weights_sha256": average.weights_sha256()}))
     assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "hub"),
                  "--metrics", str(tmp_path / "report.json")]) == 0
     exported = zoo.load(tmp_path / "hub")
@@ -46,6 +48,7 @@ def test_export_writes_a_folder_that_loads(tmp_path):
     assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "x"), "--metrics", "nope.json"]) == 1
     assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "x"), "--about", "no-equals"]) == 1
     assert main(["export", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "raw"), "--no-ema"]) == 0
+    assert (tmp_path / "raw" / "README.md").read_text().split("\n---\n", 1)[1].lstrip().startswith("# raw\n")
     assert torch.equal(zoo.load(tmp_path / "raw").decoder.weight, raw.decoder.weight)
 
 

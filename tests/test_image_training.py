@@ -336,7 +336,7 @@ def test_bf16_mixed_gan_steps_and_export(tmp_path):
     d_loss, g_loss = _series(rows, "train/d_loss"), _series(rows, "train/g_loss")
     assert len(d_loss) == 3 and all(np.isfinite(d_loss + g_loss))  # two optimizer steps per batch
     assert all(np.isfinite(_series(rows, "train/d_weight")))
-    (ckpt,) = tmp_path.rglob("*.ckpt")
+    (ckpt,) = tmp_path.rglob("last.ckpt")  # the newest state (best.ckpt beside it: the best val/psnr)
     model, run = tokenizer_from_checkpoint(ckpt)
     ema = cli.model.trained_tokenizer()
     for (name, ours), theirs in zip(model.state_dict().items(), ema.state_dict().values()):

@@ -125,7 +125,7 @@ def _fit(recipe: str, speech_dir: Path, log_dir: Path, *extra: str) -> dict[str,
 
     main(["fit", "--config", str(RECIPES / recipe), "--data.init_args.train_dir", str(speech_dir),
           "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir",
-          str(log_dir), *extra])
+          str(log_dir), "--trainer.default_root_dir", str(log_dir), *extra])
     rows = list(csv.DictReader(next(log_dir.rglob("metrics.csv")).open()))
     return {k: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k.startswith("train/")}
 

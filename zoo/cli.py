@@ -1,4 +1,4 @@
-"""The `zoo` command: list, info, encode, decode, reconstruct, eval, bench, demo, fit."""
+"""The `zoo` command: list, info, encode, decode, reconstruct, eval, bench, data, export, push, demo, fit."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ from pathlib import Path
 from zoo.errors import TokenizerError
 
 FIT_COMMANDS = ("fit", "validate")
+INFO_INDEX = "hub/info.json"  # `zoo info --all` of every registered name: `zoo info NAME` reads it without torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in FIT_COMMANDS:
         from zoo.training.cli import main as lightning_main  # Lightning is imported only here
 
-        lightning_main(argv)
+        try:
+            lightning_main(argv)
+        except TokenizerError as e:
+            print(f"zoo: error: {e}", file=sys.stderr)
+            return 1
         return 0
     args = _parser().parse_args(argv)
     if not hasattr(args, "run"):
@@ -44,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_list)
 
     c = sub.add_parser("info", help="what a registered model is, its token budget, source and licence")
-    c.add_argument("name")
+    c.add_argument("name", nargs="?", help="a registered name (`zoo list` shows them)")
+    c.add_argument("--live", action="store_true", help="build the facts from the registry instead of reading "
+                   f"the package's index ({INFO_INDEX}, which tests keep equal to the registry)")
+    c.add_argument("--all", action="store_true", help=f"every registered name, live, as one JSON object (what {INFO_INDEX} holds)")
     c.set_defaults(run=_info)
 
     for command, helptext, run in (("encode", "files -> tokens (.safetensors)", _encode),
@@ -121,11 +129,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="a `zoo eval --json` report to put in the card (repeatable; LABEL names the data)")
     c.add_argument("--about", action="append", default=[], metavar="KEY=VALUE",
                    help="a fact for the card's training table, e.g. hardware='2-core CPU' (repeatable)")
-    c.add_argument("--name", default=None, help="the model's name in its card (default: the base model's)")
+    c.add_argument("--metrics-from-other-model", action="store_true",
+                   help="accept --metrics reports measured on other weights (the card labels them so); by default a "
+                        "report must come from `zoo eval --model CHECKPOINT` of this very checkpoint")
+    c.add_argument("--name", default=None, help="the model's name, the card's title (default: the --out folder's name)")
     c.add_argument("--description", default=None, help="the card's first paragraph")
     c.add_argument("--license", default=None, help="licence of the weights (default: the base model's)")
     c.add_argument("--no-ema", action="store_true", help="export the raw weights even when a weight average exists")
     c.set_defaults(run=_export)
+
+    c = sub.add_parser("push", help="upload a model folder (zoo export / save_pretrained) to the Hugging Face hub")
+    c.add_argument("folder", type=Path, help="a folder with config.json, model.safetensors and README.md")
+    c.add_argument("repo_id", help="OWNER/NAME on the hub (created when it does not exist)")
+    c.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    c.add_argument("--message", default=None, help="the commit message (default: names the folder and its files)")
+    c.add_argument("--token", default=None, help="a Hugging Face token (default: HF_TOKEN, or `hf auth login`'s)")
+    c.set_defaults(run=_push)
 
     c = sub.add_parser("demo", help="encode and decode a bundled photo and spoken sentence")
     c.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -153,13 +172,39 @@ def _add_model_args(c, required: bool = True) -> None:
     c.add_argument("--checkpoint", type=Path, default=None, help="weights file/folder (ours or the official layout)")
 
 
-def _load_model(args, fallback_name: str | None = None):
+def _load_model(args):
     import zoo
 
-    name = args.model or fallback_name
-    if not name:
-        raise TokenizerError("say which model made these tokens with --model NAME (the token file does not name one).")
-    return zoo.load(name, checkpoint=args.checkpoint)
+    return zoo.load(args.model, checkpoint=args.checkpoint)
+
+
+def model_reference(name: str, checkpoint: Path | None, model) -> dict:
+    """What a token file records about the model that made it, so that it decodes from any folder: a
+    registered name or hub repo id as given, a local folder or checkpoint as an absolute path, and the
+    sha256 of the weights."""
+    import zoo
+
+    local = Path(name).expanduser()
+    ref = {"model": name if name in zoo.list_models() or not local.exists() else str(local.resolve())}
+    if checkpoint is not None:
+        ref["checkpoint"] = str(Path(checkpoint).expanduser().resolve())
+    ref["weights_sha256"] = model.weights_sha256()
+    return ref
+
+
+def check_outputs(inputs, outputs) -> None:
+    """Refuse a command whose outputs would write over one of its inputs or over each other."""
+    seen: dict[Path, Path] = {}
+    protected = {Path(p).expanduser().resolve(): Path(p) for p in inputs if p is not None}
+    for out in outputs:
+        resolved = Path(out).expanduser().resolve()
+        if resolved in protected:
+            raise TokenizerError(f"{out} would be written over {protected[resolved]}, one of this command's inputs; "
+                                 "choose another --out.")
+        if resolved in seen:
+            raise TokenizerError(f"two outputs of this command would both be {out}; give inputs with different "
+                                 "names, or run them into different --out folders.")
+        seen[resolved] = Path(out)
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -193,22 +238,56 @@ def model_table(names: list[str], markdown: bool = False) -> list[str]:
 
 
 def _info(args) -> int:
+    if args.all:
+        import zoo
+
+        print(json.dumps({n: model_info(n) for n in zoo.list_models() if not n.startswith("test-")}, indent=2))
+        return 0
+    if not args.name:
+        raise TokenizerError("say which model: zoo info NAME (`zoo list` shows the names).")
+    indexed = None if args.live else info_index().get(args.name)
+    print(json.dumps(indexed if indexed is not None else model_info(args.name), indent=2))
+    return 0
+
+
+def info_index() -> dict:
+    """{name: facts} as `zoo info --all` wrote them into the package (hub/info.json), read without
+    importing torch or the families; empty when the file is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("zoo.hub")  # the folder only: zoo.hub itself is not imported
+    path = Path(next(iter(spec.submodule_search_locations or []), "")) / Path(INFO_INDEX).name if spec else None
+    try:
+        return json.loads(path.read_text()) if path else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def model_info(name: str) -> dict:
+    """What `zoo info NAME` prints: the entry's facts, the token budget, the options and the config."""
+    import torch
+
     import zoo
 
-    e = zoo.model_entry(args.name)
-    model = e.build()
-    out = {
+    e = zoo.model_entry(name)
+    try:
+        with torch.device("meta"):  # shapes only: building a large model's random weights takes seconds
+            model = e.build()
+    except Exception:  # a family whose constructor computes with its tensors
+        model = e.build()
+    return {
         "name": e.name, "description": e.description, "paper": e.paper, "licence": e.license,
         "weights": ("embedded in the package" if e.embedded else
                     {"repo_id": e.source.repo_id, "file": e.source.filename, "sha256": e.source.sha256,
                      "official_layout": e.source.official_layout} if e.source else
                     f"download by hand from {e.download_page}" if e.download_page else "none (random init only)"),
+        "random_weights": f"zoo.create({e.name!r}) builds it with random weights, codebooks included (drawn from "
+                          "torch's generator, so torch.manual_seed repeats them): it encodes and decodes at once, "
+                          "offline, to try shapes, speed and the API",
         **model.info(),
         "encode_options": model.options_summary()["encode"], "decode_options": model.options_summary()["decode"],
         "config": model.config.to_dict(),
     }
-    print(json.dumps(out, indent=2))
-    return 0
 
 
 def _read_input(path: Path, model, mix_to_mono: bool):
@@ -246,30 +325,68 @@ def command_options(args, model, directions: tuple[str, ...], shorthands: tuple[
 def _encode(args) -> int:
     model = _load_model(args)
     options = model.check_options("encode", command_options(args, model, ("encode",)))
+    targets = [args.out / f"{path.stem}.tokens.safetensors" for path in args.inputs]
+    check_outputs(args.inputs, targets)
+    reference = model_reference(args.model, args.checkpoint, model)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.inputs:
+    for path, target in zip(args.inputs, targets):
         tokens = model.encode(_read_input(path, model, args.mix_to_mono), **options)
-        tokens.meta.update(model=args.model, source_file=path.name, modality=model.modality)
-        target = args.out / f"{path.stem}.tokens.safetensors"
+        tokens.meta.update(reference, source_file=str(path.expanduser().resolve()), modality=model.modality)
         tokens.save(target)
         print(f"{path} -> {target}  codes {tuple(tokens.codes.shape)}")
     return 0
 
 
 def _decode(args) -> int:
+    import zoo
     from zoo.tokens import Tokens
 
+    files = [(path, Tokens.load(path)) for path in args.inputs]
+    targets = [_output_path(args.out / f"{path.name.replace('.tokens.safetensors', '')}.decoded", tokens)
+               for path, tokens in files]
+    # the file each token file was encoded from is an input of the journey too: never written over
+    check_outputs([*args.inputs, *(t.meta.get("source_file") for _, t in files)], targets)
+    models: dict[tuple, object] = {}
     args.out.mkdir(parents=True, exist_ok=True)
-    model = options = None
-    for path in args.inputs:
-        tokens = Tokens.load(path)
-        if model is None:
-            model = _load_model(args, fallback_name=tokens.meta.get("model"))
-            options = model.check_options("decode", command_options(args, model, ("decode",)))
-        target = _write_output(args.out / path.name.replace(".tokens.safetensors", ""), model,
-                               model.decode(tokens, **options))
-        print(f"{path} -> {target}")
+    for (path, tokens), target in zip(files, targets):
+        key = (args.model, args.checkpoint) if args.model else (tokens.meta.get("model"), tokens.meta.get("checkpoint"))
+        if key[0] is None:
+            raise TokenizerError(f"{path} does not name the model that made it; say which with --model NAME.")
+        for recorded in key:
+            if not args.model and recorded and Path(recorded).is_absolute() and not Path(recorded).exists():
+                raise TokenizerError(f"{path} was made by the model at {recorded}, which is not on this machine; "
+                                     "copy it there, or say where it is with --model FOLDER.")
+        if key not in models:
+            models[key] = zoo.load(key[0], checkpoint=key[1])
+            _check_same_weights(path, tokens, models[key], explicit=args.model is not None)
+        model = models[key]
+        options = model.check_options("decode", command_options(args, model, ("decode",)))
+        written = _write_output(target.with_suffix(""), model, model.decode(tokens, **options))  # = target
+        print(f"{path} -> {written}")
     return 0
+
+
+def _output_path(stem: Path, tokens) -> Path:
+    audio = tokens.meta.get("modality") == "audio" or "sample_rate" in tokens.meta
+    return stem.parent / (stem.name + (".wav" if audio else ".png"))  # the name _write_output gives
+
+
+def _check_same_weights(path: Path, tokens, model, explicit: bool) -> None:
+    """Token files record the weights that made them: decoding with others gives garbage, so say so."""
+    made_by = tokens.meta.get("weights_sha256")
+    if not made_by:
+        return
+    found = model.weights_sha256()
+    if found == made_by:
+        return
+    where = tokens.meta.get("model")
+    if explicit:
+        print(f"zoo: note: {path} was encoded by weights with sha256 {made_by[:12]}..., not by the --model given "
+              f"(sha256 {found[:12]}...); decoding with it anyway.", file=sys.stderr)
+        return
+    raise TokenizerError(f"{path} was encoded by weights with sha256 {made_by[:12]}..., but {where} now holds other "
+                         f"weights (sha256 {found[:12]}...); decode with the model that made it, or pass --model to use "
+                         "this one anyway.")
 
 
 def _write_output(stem: Path, model, x) -> Path:
@@ -285,6 +402,8 @@ def _reconstruct(args) -> int:
     encode_options, decode_options = model.split_options(command_options(args, model, ("encode", "decode")))
     model.check_options("encode", encode_options)
     model.check_options("decode", decode_options)
+    suffix = ".png" if model.modality == "image" else ".wav"
+    check_outputs(args.inputs, [args.out / f"{path.stem}.recon{suffix}" for path in args.inputs])
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
         x = _read_input(path, model, args.mix_to_mono)
@@ -306,8 +425,19 @@ def _quality(model, x, x_hat) -> str:
 
 
 def _eval(args) -> int:
+    from zoo.errors import require_extra
     from zoo.eval import runner
 
+    # what the run will need, checked before the long part
+    if args.plot:
+        if len(args.num_tokens or args.n_q or []) < 2 and not args.baseline:
+            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values, or --baseline.")
+        require_extra("matplotlib", "eval", "--plot")
+    if args.asr:
+        require_extra("jiwer", "eval", "--asr (word error rates)")
+        if args.asr == "whisper" or args.asr.startswith("whisper:"):
+            require_extra("faster_whisper", "whisper", "--asr whisper")
+    check_outputs([args.model, args.checkpoint], [p for p in (args.json, args.plot) if p is not None])
     model = _load_model(args)
     decode_options = model.check_options("decode", command_options(args, model, ("decode",), ("steps", "seed")))
     baselines = []
@@ -338,8 +468,6 @@ def _eval(args) -> int:
         args.json.write_text(report.to_json())
         print(f"report -> {args.json}")
     if args.plot:
-        if len(report.rows) < 2:
-            raise TokenizerError("--plot needs a sweep: give several --num-tokens or --n-q values, or --baseline.")
         print(f"plot -> {runner.plot_sweep(report, args.plot)}")
     return 0
 
@@ -397,10 +525,24 @@ def _export(args) -> int:
         if not sep:
             raise TokenizerError(f"--about {item!r} is not KEY=VALUE; write e.g. --about hardware='2-core CPU'.")
         about[key] = value
+    from zoo.hub.export import METRICS_NAME
+    from zoo.tokenizer import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+
+    check_outputs([args.checkpoint, *(Path(item.rpartition("=")[2]) for item in args.metrics)],
+                  [args.out / n for n in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, METRICS_NAME)])
     folder = export_checkpoint(args.checkpoint, args.out, reports=reports, use_ema=not args.no_ema, about=about,
-                               description=args.description, license=args.license, name=args.name)
+                               description=args.description, license=args.license, name=args.name,
+                               metrics_from_other_model=args.metrics_from_other_model)
     print(f"{args.checkpoint} -> {folder} (config.json, model.safetensors, README.md"
           f"{', metrics.json' if reports else ''})")
+    return 0
+
+
+def _push(args) -> int:
+    from zoo.hfhub import push_folder
+
+    url = push_folder(args.folder, args.repo_id, private=not args.public, token=args.token, commit_message=args.message)
+    print(f"{args.folder} -> {url} ({'public' if args.public else 'private unless the repo existed already'})")
     return 0
 
 

@@ -163,6 +163,21 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def state_dict_sha256(module_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
+    """The sha256 of a model's weights: every tensor of its state dict (name, dtype, shape and bytes, in
+    name order). It names the weights, not a file: a folder written by save_pretrained, the checkpoint it
+    was exported from and the model in memory give the same hash; any changed value gives another."""
+    import hashlib
+
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """load_state_dict(strict) with one readable error listing what does not fit.
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from zoo.errors import CheckpointError, TokenizerError
 from zoo.inputs import check_audio_batch, check_image_batch
-from zoo.io import load_state_dict_checked, read_safetensors
+from zoo.io import load_state_dict_checked, read_safetensors, state_dict_sha256
 from zoo.options import (DIRECTIONS, OptionSpec, check_option_values, describe_value, fits_type, options_of, type_name,
                          unknown_options_message)
 from zoo.tokens import Tokens
@@ -196,6 +196,11 @@ class Tokenizer(nn.Module):
         """Token budget and size facts (modality, tokens, codebooks, bits, parameters) as JSON values."""
         raise NotImplementedError
 
+    def weights_sha256(self) -> str:
+        """The sha256 of the weights (zoo.io.state_dict_sha256): what token files and eval reports record
+        to say which model made them."""
+        return state_dict_sha256(self)
+
     # ---- options ------------------------------------------------------------------------
     @classmethod
     def declared_options(cls, direction: str) -> dict[str, OptionSpec]:
@@ -324,6 +329,19 @@ class Tokenizer(nn.Module):
         (folder / CARD_NAME).write_text(card)
         return folder
 
+    def push_to_hub(self, repo_id: str, private: bool = True, token: str | None = None,
+                    commit_message: str | None = None, model_card: str | None = None) -> str:
+        """save_pretrained into a temporary folder and upload it to Hugging Face repo `repo_id`
+        (zoo.hfhub.push_folder: created private unless private=False; token from HF_TOKEN or
+        `hf auth login` unless given). Returns the commit's URL."""
+        import tempfile
+
+        from zoo.hfhub import push_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / repo_id.rpartition("/")[2], model_card=model_card)
+            return push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
         """Open a folder written by `save_pretrained`."""
@@ -349,6 +367,12 @@ def tokenizer_class(architecture: str | None, source: str = "config") -> type[To
     """The Tokenizer subclass a config.json names (families register when zoo.models is imported)."""
     if architecture is None:
         raise CheckpointError(f"{source} names no 'architecture'; it was not written by the zoo.")
+    if architecture not in ARCHITECTURES:
+        # `import zoo` loads the families on first use; one who imported only this module has not yet
+        # (by name: the base API does not depend on the families, it only lets them register)
+        import importlib
+
+        importlib.import_module("zoo.models")
     if architecture not in ARCHITECTURES:
         raise CheckpointError(
             f"{source} names architecture {architecture!r}, which this zoo does not have "

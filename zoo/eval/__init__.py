@@ -5,12 +5,18 @@ from zoo.errors import TokenizerError
 
 
 def import_object(spec: str, option: str):
-    """The object named by 'package.module:attribute' (what --asr and --vs take)."""
+    """The object named by 'package.module:attribute' (what --asr and --vs take); modules in the current
+    folder are found too."""
     import importlib
 
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise TokenizerError(f"{option} takes 'package.module:attribute', got {spec!r}.")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # `zoo` (a console script) starts without the current folder on the path
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

@@ -33,6 +33,7 @@ class EvalReport:
     num_items: int
     rows: list[dict] = field(default_factory=list)  # {"setting": {...}, "metrics": {...}}
     notes: list[str] = field(default_factory=list)
+    weights_sha256: str = ""  # the weights measured (Tokenizer.weights_sha256): export checks it
 
     def to_json(self) -> str:
         """Deterministic text: sorted keys, floats rounded to 6 significant digits, inf as a string."""
@@ -103,7 +104,8 @@ def evaluate_images(model, folder: str | Path, token_counts: list[int] | None = 
     from zoo.eval.image_metrics import ReconstructionFID, psnr, ssim
 
     files = list_files(folder, IMAGE_SUFFIXES, limit)
-    report = EvalReport(model.name or model.architecture, "image", str(folder), len(files))
+    report = EvalReport(model.name or model.architecture, "image", str(folder), len(files),
+                        weights_sha256=model.weights_sha256())
     size = model.image_size
     images = torch.stack([read_image(f, size=size) for f in tqdm(files, desc="reading images", disable=not progress)])
     for k in token_counts or [None]:
@@ -210,7 +212,8 @@ def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | Non
     from zoo.eval import audio_metrics as am
 
     files = list_files(folder, AUDIO_SUFFIXES, limit)
-    report = EvalReport(model.name or model.architecture, "audio", str(folder), len(files))
+    report = EvalReport(model.name or model.architecture, "audio", str(folder), len(files),
+                        weights_sha256=model.weights_sha256())
     rate = model.sample_rate
     clips = [read_audio(f, sample_rate=rate, mix_to_mono=True)[0] for f in tqdm(files, desc="reading audio", disable=not progress)]
     transcripts = [f.with_suffix(".txt").read_text().strip() if f.with_suffix(".txt").is_file() else None for f in files]

@@ -47,6 +47,7 @@ class CodecTraining(AdversarialTraining):
     arguments (tokenizer, optimisation, EMA, export) are accepted as keywords."""
 
     unsaved_arguments = ("terms",)
+    progress_bar_logs = ("mel", "discriminator")
 
     def __init__(
         self,
@@ -187,6 +188,10 @@ class CodecTraining(AdversarialTraining):
         d_loss = gan_discriminator_loss(self.discriminator(real).logits, self.discriminator(fake).logits,
                                         self.hparams.gan_loss)
         return d_loss, {"discriminator": d_loss.detach()}
+
+    def checkpoint_metric(self) -> tuple[str, str]:
+        """val/mel (the multi-resolution mel distance), lower is better."""
+        return "val/mel", "min"
 
     def validation_step(self, batch, batch_idx: int):
         if not self.codebooks_ready():  # e.g. Lightning's sanity check before the first training step

@@ -41,6 +41,7 @@ class FlowDecoderTraining(AdversarialTraining):
     arguments (tokenizer, optimisation, EMA, export) are accepted as keywords."""
 
     unsaved_arguments = ("semantic_terms",)
+    progress_bar_logs = ("flow", "semantic")
 
     def __init__(
         self,
@@ -122,6 +123,10 @@ class FlowDecoderTraining(AdversarialTraining):
     def _layer(self) -> tuple[int, ...]:
         depth = self.tokenizer.config.decoder_depth
         return (self.hparams.feature_layer % depth,) if len(self.semantic_terms) else ()
+
+    def checkpoint_metric(self) -> tuple[str, str]:
+        """val/flow (the flow-matching loss at full length on fixed noise and times), lower is better."""
+        return "val/flow", "min"
 
     # ---- the skeleton's steps -----------------------------------------------------------------
     def generator_step(self, batch, adversarial: bool) -> GeneratorStep:

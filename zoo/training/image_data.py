@@ -1,6 +1,7 @@
 """Image-folder data for tokenizer training: random crops for training, center crops for
 validation. Every image file under the folder (recursively) is used; images whose shorter side
-is below the crop size are first resized up (bicubic) so that the crop fits."""
+is below the crop size are first resized up (bicubic) so that the crop fits. A training folder that
+holds a held-out folder (`val/`, `test/`) or the validation folder is refused."""
 from __future__ import annotations
 
 import random
@@ -86,6 +87,9 @@ class ImageFolderData(LightningDataModule):
         self.repeat = repeat  # list each training file this many times per epoch (tiny folders)
 
     def setup(self, stage: str | None = None) -> None:
+        from zoo.training.common import check_held_out
+
+        check_held_out(self.train_dir, self.val_dir)
         train_files = list_image_files(self.train_dir)
         self.train_set = ImageCrops(train_files * self.repeat, self.crop_size, True, self.resize_to, self.horizontal_flip)
         val_files = list_image_files(self.val_dir) if self.val_dir is not None else train_files[: self.num_val_images]

@@ -51,6 +51,7 @@ class ImageReconstruction(AdversarialTraining):
     the skeleton's arguments (tokenizer, optimisation, EMA, export) are accepted as keywords."""
 
     unsaved_arguments = ("perceptual_backbone",)
+    progress_bar_logs = ("reconstruction", "proxy_ce", "d_loss")
 
     def __init__(
         self,
@@ -208,6 +209,10 @@ class ImageReconstruction(AdversarialTraining):
         return GeneratorStep(total, {"proxy_ce": ce.detach()})
 
     # ---- validation -------------------------------------------------------------------------
+    def checkpoint_metric(self) -> tuple[str, str]:
+        """val/psnr, higher is better (stage 1 of two-stage TiTok: val/proxy_accuracy)."""
+        return ("val/proxy_accuracy" if self.hparams.two_stage == "proxy_codes" else "val/psnr"), "max"
+
     def on_validation_epoch_start(self) -> None:
         self._val_codes = []
 

@@ -92,6 +92,9 @@ class AdversarialTraining(LightningModule):
     # init arguments that may be modules (teachers, terms, backbones): kept out of the checkpoint's
     # hyper-parameters, which stay plain values that export reads with weights_only=True
     unsaved_arguments: ClassVar[tuple[str, ...]] = ()
+    # step logs (names as the regime's generator_step / discriminator_loss give them) shown in the progress
+    # bar beside the total loss
+    progress_bar_logs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -132,6 +135,10 @@ class AdversarialTraining(LightningModule):
         """False before the first training batch has initialised k-means codebooks (e.g. during
         Lightning's sanity check), when validation would have no codes to look at."""
         return codebooks_ready(self.trained_tokenizer())
+
+    def checkpoint_metric(self) -> tuple[str, str] | None:
+        """(validation metric, 'max' or 'min') that `zoo fit` keeps the best checkpoint by; None: none."""
+        return None
 
     def adversarial_on(self) -> bool:
         """Whether the discriminator trains, and the generator sees its terms, in this batch."""
@@ -190,7 +197,10 @@ class AdversarialTraining(LightningModule):
             logs.update(d_logs)
         batch_size = self.batch_size_of(batch)
         self.log("train/loss", step.loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size)
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, batch_size=batch_size)
+        shown = {f"train/{k}": v for k, v in logs.items() if k in self.progress_bar_logs}
+        self.log_dict(shown, on_step=True, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v for k, v in logs.items() if k not in self.progress_bar_logs}, on_step=True,
+                      batch_size=batch_size)
         self.batches_seen += 1
         if self.ema is not None:
             self.ema.update(self.tokenizer)

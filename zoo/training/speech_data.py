@@ -96,7 +96,8 @@ def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
 class SpeechDataModule(LightningDataModule):
     """train_dir / val_dir: folders of audio (+ transcripts). Training clips are cropped at random
     (`random_crop`; False crops every clip from its start, for overfitting smoke tests);
-    validation clips from their start, `val_crop_seconds` None keeps them whole."""
+    validation clips from their start, `val_crop_seconds` None keeps them whole. A training folder that
+    holds a held-out folder (`val/`, `test/`) or val_dir is refused."""
 
     def __init__(self, train_dir: str, val_dir: str | None = None, sample_rate: int = 16000,
                  crop_seconds: float = 1.0, val_crop_seconds: float | None = None, batch_size: int = 8,
@@ -108,6 +109,9 @@ class SpeechDataModule(LightningDataModule):
         self.random_crop = random_crop
 
     def setup(self, stage: str | None = None) -> None:
+        from zoo.training.common import check_held_out
+
+        check_held_out(self.train_dir, self.val_dir)
         self.train_set = SpeechFolder(self.train_dir, self.sample_rate, self.crop_seconds, self.random_crop,
                                      self.require_transcripts)
         self.val_set = (SpeechFolder(self.val_dir, self.sample_rate, self.val_crop_seconds, False, self.require_transcripts)
