@@ -363,8 +363,10 @@ def test_tiny_recipe_trains_and_more_tokens_reconstruct_better(tmp_path):
     x = torch.stack([crops[i] for i in range(len(crops))])
     errors = one_step_latent_error(model, x, (1, 4, 16))
     assert np.isfinite(float(cli.trainer.callback_metrics["val/flow"]))
-    # measured (seed 0, 2 threads): 0.254 / 0.231 / 0.233; the bars ask for under half those gains
-    assert errors[4] < 0.96 * errors[1] and errors[16] < 0.97 * errors[1], errors
+    # measured at k = 1 / 4 / 16 (2 threads), seed_everything 0: 0.254 / 0.231 / 0.233, 1: 0.799 / 0.786 / 0.783,
+    # 2: 0.484 / 0.430 / 0.421. At seed 1 the tiny encoder's codes collapse early and the gains are only
+    # 1.6-2%, so the bars (1% below k = 1) are set under that worst case; the recipe runs seed 0.
+    assert errors[4] < 0.99 * errors[1] and errors[16] < 0.99 * errors[1], errors
 
 
 def test_zoo_eval_sweeps_token_counts_with_sampler_options(tmp_path, tiny, photos, capsys):
