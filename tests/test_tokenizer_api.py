@@ -131,3 +131,40 @@ def test_tokens_save_and_load(tmp_path):
     assert again.meta == {"model": "x"} and again.latents is None
     with pytest.raises(TokenizerError, match=r"lengths must have shape \(B,\)"):
         Tokens(torch.zeros(2, 5, dtype=torch.long), lengths=torch.tensor([1, 2, 3]))
+
+
+def _tiny_titok():
+    import zoo
+
+    torch.manual_seed(0)
+    return zoo.create("titok-bl-64-vq", image_size=32, patch_size=8, num_tokens=4, encoder_width=32, encoder_depth=1,
+                      encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2, codebook_size=16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_float_dtypes_are_converted_with_a_warning(dtype):
+    model = _tiny_titok()
+    x = torch.rand(2, 3, 32, 32).to(dtype)
+    with pytest.warns(UserWarning, match=f"converting {dtype} input"):
+        codes = model.encode(x).codes
+    assert torch.equal(codes, model.encode(x.float()).codes)
+
+
+def test_audio_in_float64_is_converted_with_a_warning():
+    import zoo
+
+    codec = zoo.create("speechtokenizer-hubert-avg", n_filters=4, strides=(4, 2), dimension=16, semantic_dimension=8,
+                       num_quantizers=2, codebook_size=16, lstm_layers=0, bidirectional_encoder_lstm=False)
+    wav = 0.1 * torch.randn(1, 1, 800, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="converting torch.float64"):
+        codes = codec.encode(wav).codes
+    assert torch.equal(codes, codec.encode(wav.float()).codes)
+
+
+def test_non_finite_weights_decode_to_a_clear_error_not_nan_images():
+    model = _tiny_titok()
+    tokens = model.encode(torch.rand(1, 3, 32, 32))
+    with torch.no_grad():
+        model.decoder.head.weight.fill_(float("nan"))
+    with pytest.raises(TokenizerError, match="NaN or infinite values: its weights"):
+        model.decode(tokens)

@@ -248,7 +248,7 @@ class Tokenizer(nn.Module):
     def encode(self, x: torch.Tensor, **options) -> Tokens:
         """Input batch -> Tokens; `options` are those this family's encode declares (`zoo info NAME`)."""
         options = self.check_options("encode", options)
-        return self._stamp(self._encode(self.check_input(x), **options))
+        return self._stamp(self._encode(self._as_model_input(self.check_input(x)), **options))
 
     @torch.no_grad()
     def decode(self, tokens: Tokens | torch.Tensor, **options) -> torch.Tensor:
@@ -261,12 +261,34 @@ class Tokenizer(nn.Module):
         if tokens.codes.dtype.is_floating_point:
             raise TokenizerError(f"codes must be an integer tensor, got {tokens.codes.dtype}.")
         self.check_codes(tokens)
-        return self._decode(tokens.to(self.device), **options)
+        return self._checked_output(self._decode(tokens.to(self.device), **options))
 
     def reconstruct(self, x: torch.Tensor, **options) -> torch.Tensor:
         """decode(encode(x)): each option goes to the direction(s) that declare it."""
         encode_options, decode_options = self.split_options(options)
         return self.decode(self.encode(x, **encode_options), **decode_options)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (float32 when the model has none)."""
+        for p in self.parameters():
+            if p.dtype.is_floating_point:
+                return p.dtype
+        return torch.float32
+
+    def _as_model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input on the model's device and in its dtype: another float dtype (float64, float16,
+        bfloat16 into a float32 model) is converted, with a warning, instead of failing deep in a layer."""
+        if x.dtype != self.dtype:
+            warnings.warn(f"{self._label}: converting {x.dtype} input to the model's {self.dtype}", stacklevel=3)
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def _checked_output(self, out: torch.Tensor) -> torch.Tensor:
+        """A decoded batch, refused when it holds NaN or infinity (non-finite weights or latents)."""
+        if not torch.isfinite(out).all():
+            raise TokenizerError(f"{self._label} decoded to NaN or infinite values: its weights or the tokens' latents "
+                                 "are not finite (check the checkpoint with zoo.load and the Tokens you passed).")
+        return out
 
     def _stamp(self, tokens: Tokens) -> Tokens:
         if self.name:
@@ -472,7 +494,7 @@ class AudioTokenizer(Tokenizer):
         """wav: (B, 1, T). Pass `sample_rate` when it is not `self.sample_rate`: it is resampled.
         `options` are those this family's encode declares (`zoo info NAME`)."""
         options = self.check_options("encode", options)
-        wav = self.check_input(wav)
+        wav = self._as_model_input(self.check_input(wav))
         if sample_rate is not None and sample_rate != self.sample_rate:
             import torchaudio.functional as AF
 
