@@ -328,7 +328,7 @@ def one_step_latent_error(model: FlexTok, images: torch.Tensor, counts, seeds=(0
             total = 0.0
             for seed in seeds:
                 noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
-                estimate = sample_rectified_flow(lambda z, t, c: model.velocity(z, t, quantized, keep), noise, 1)
+                estimate = sample_rectified_flow(model.velocity_field(quantized, keep), noise, 1)
                 total += torch.nn.functional.mse_loss(estimate, latents).item()
             errors[k] = total / len(seeds)
     return errors

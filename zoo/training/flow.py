@@ -162,6 +162,5 @@ class FlowDecoderTraining(AdversarialTraining):
             quantized = model.quantizer.codes_to_latents(model.quantizer.encode(model.encoder(latents)))
             for k in self.hparams.val_token_counts:
                 keep = torch.full((b,), int(k), device=self.device)
-                sample = sample_rectified_flow(lambda z, s, cond: model.velocity(z, s, quantized if cond else None, keep),
-                                               noise, self.hparams.val_steps)
+                sample = sample_rectified_flow(model.velocity_field(quantized, keep), noise, self.hparams.val_steps)
                 self.log(f"val/latent_mse@{int(k)}", F.mse_loss(sample, latents), batch_size=b)

@@ -27,7 +27,7 @@ from torch import nn
 from zoo.blocks.flow_transformer import FlowTransformer, init_flow_transformer, modulate, plain_layer_norm
 from zoo.blocks.vae_kl import KLAutoencoder
 from zoo.errors import TokenizerError
-from zoo.models.image.flow_sampling import sample_rectified_flow
+from zoo.models.image.flow_sampling import VelocityFn, sample_rectified_flow
 from zoo.quantize import FiniteScalarQuantizer
 from zoo.tokenizer import ImageTokenizer, TokenizerConfig
 from zoo.tokens import Tokens, lengths_to_mask
@@ -290,12 +290,15 @@ class FlexTok(ImageTokenizer):
         """Scaled VAE latents -> images in [0, 1] (clamped)."""
         return ((self.vae.decode(latents / self.config.vae_scaling_factor) + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def velocity(self, noised: torch.Tensor, t: torch.Tensor, quantized: torch.Tensor | None,
-                 keep: torch.Tensor) -> torch.Tensor:
-        """The decoder's velocity for noised latents at times t (B,), conditioned on FSQ values
-        (B, N, 6) of which `keep` (B,) lead, or unconditioned (quantized None)."""
-        registers = self.decoder.registers(quantized, keep, noised.shape[0])
-        return self.decoder(noised, t, registers)[0]
+    def velocity_field(self, quantized: torch.Tensor, keep: torch.Tensor) -> VelocityFn:
+        """The decoder as the sampler's velocity function, conditioned on FSQ values (B, N, 6) of
+        which `keep` (B,) lead (conditional) or on the null condition (unconditional). The register
+        inputs depend on neither the noised latents nor the time: they are built once here, not at
+        every sampler step."""
+        b = quantized.shape[0]
+        conditioned = self.decoder.registers(quantized, keep, b)
+        null = self.decoder.registers(None, keep, b)
+        return lambda noised, t, conditional: self.decoder(noised, t, conditioned if conditional else null)[0]
 
     def flow_pass(self, images: torch.Tensor, keep: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                   unconditional: torch.Tensor | None = None, keep_layers: tuple[int, ...] = ()) -> FlowPass:
@@ -352,7 +355,6 @@ class FlexTok(ImageTokenizer):
             noise = torch.cat([torch.randn((1, *shape[1:]), generator=generator) for _ in range(b)])
         elif tuple(noise.shape) != shape:
             raise TokenizerError(f"noise must have shape {shape} (B, latent channels, h, w), got {tuple(noise.shape)}.")
-        latents = sample_rectified_flow(
-            lambda x, t, conditional: self.velocity(x, t, quantized if conditional else None, keep),
-            noise.to(self.device, quantized.dtype), steps, guidance_scale, norm_guidance, progress)
+        latents = sample_rectified_flow(self.velocity_field(quantized, keep), noise.to(self.device, quantized.dtype),
+                                        steps, guidance_scale, norm_guidance, progress)
         return self.latents_to_images(latents)
