@@ -159,7 +159,12 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
 
 def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
     if path.is_dir() and (path / CONFIG_NAME).is_file() and '"architecture"' in (path / CONFIG_NAME).read_text():
-        return entry.describe(Tokenizer.from_pretrained(path))  # one of our own folders
+        model = Tokenizer.from_pretrained(path)  # one of our own folders
+        if not isinstance(model, entry.model_class):
+            raise CheckpointError(f"{path} holds a {type(model).__name__} ({model.architecture}), not the "
+                                  f"{entry.model_class.__name__} that {entry.name} is; load it by itself with "
+                                  f"zoo.load({str(path)!r}), or pass a checkpoint of {entry.name}.")
+        return entry.describe(model)
     state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
     if entry.official_loader is not None:
         with torch.device("meta"):  # key names only: no memory for a large model's random weights

@@ -132,3 +132,50 @@ def test_reconstruct_a_registered_image_model_writes_a_png(tmp_path, capsys):
     from zoo.io import read_image
 
     assert read_image(tmp_path / "out" / "photo.recon.png").shape == (3, 256, 256)
+
+
+def test_foreign_tokens_batches_and_other_checkpoints_are_never_silent(tmp_path, capsys):
+    """Issue 17 rows: tokens of another model or modality are refused (with an explicit override), a
+    token file holding a batch decodes every item, and checkpoint= of another architecture is refused."""
+    from zoo.errors import CheckpointError, TokenizerError
+    from zoo.tokens import Tokens
+
+    torch.manual_seed(0)
+    a, b = zoo.create("test-tiny-image-a"), zoo.create("test-tiny-image-b")
+    a.name, b.name = "test-tiny-image-a", "test-tiny-image-b"  # as zoo.load names them
+    x = torch.rand(3, 3, 32, 32)
+    tokens = a.encode(x)
+    assert tokens.meta["model"] == "test-tiny-image-a" and tokens.meta["modality"] == "image"
+    with pytest.raises(TokenizerError, match="made by test-tiny-image-a, not test-tiny-image-b"):
+        b.decode(tokens)
+    assert b.decode(tokens, other_model_ok=True).shape == x.shape  # the explicit override
+    codec = zoo.create("test-tiny-audio")
+    with pytest.raises(TokenizerError, match="made by an image model"):
+        codec.decode(Tokens(torch.zeros(1, 2, 5, dtype=torch.long), meta={"modality": "image"}))
+
+    # a file holding a batch of 3 writes three images, each the decode of its own item
+    tokens.save(tmp_path / "batch.tokens.safetensors")
+    folder = a.save_pretrained(tmp_path / "a")
+    assert main(["decode", "--model", str(folder), str(tmp_path / "batch.tokens.safetensors"),
+                 "--out", str(tmp_path / "dec")]) == 0
+    written = sorted(p.name for p in (tmp_path / "dec").iterdir())
+    assert written == ["batch.decoded.0.png", "batch.decoded.1.png", "batch.decoded.2.png"]
+    from zoo.io import read_image
+
+    one = read_image(tmp_path / "dec" / "batch.decoded.1.png")
+    assert (one - a.decode(Tokens(tokens.codes[1:2])).clamp(0, 1)[0]).abs().max() <= 1 / 255 + 1e-6
+
+    # the CLI: --model naming another registered model is refused unless --other-model
+    b_folder = b.save_pretrained(tmp_path / "b")
+    err_argv = ["decode", "--model", "test-tiny-image-b", "--checkpoint", str(b_folder),
+                str(tmp_path / "batch.tokens.safetensors"),
+                "--out", str(tmp_path / "dec-b")]
+    capsys.readouterr()
+    assert main(err_argv) == 1 and "--other-model" in capsys.readouterr().err
+    assert not (tmp_path / "dec-b").exists() or not any((tmp_path / "dec-b").iterdir())
+    assert main([*err_argv, "--other-model"]) == 0 and len(list((tmp_path / "dec-b").iterdir())) == 3
+
+    # checkpoint= a folder of another architecture (a speech codec for an image name)
+    speech = codec.save_pretrained(tmp_path / "speech")
+    with pytest.raises(CheckpointError, match="holds a TinyAudioTokenizer"):
+        zoo.load("test-tiny-image-a", checkpoint=speech)

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(c, required=False)
     c.add_argument("inputs", nargs="+", type=Path, help="token files written by `zoo encode`")
     c.add_argument("--out", type=Path, default=Path("out"))
+    c.add_argument("--other-model", action="store_true",
+                   help="decode with --model although the token files name another model (e.g. a fine-tuned copy)")
     _add_option_arg(c, "a decode")
     c.set_defaults(run=_decode)
 
@@ -342,10 +344,12 @@ def _decode(args) -> int:
     from zoo.tokens import Tokens
 
     files = [(path, Tokens.load(path)) for path in args.inputs]
-    targets = [_output_path(args.out / f"{path.name.replace('.tokens.safetensors', '')}.decoded", tokens)
-               for path, tokens in files]
+    # one output per item: a file holding a batch of B writes NAME.decoded.0 .. NAME.decoded.{B-1}
+    targets = [[_output_path(args.out / (f"{path.name.replace('.tokens.safetensors', '')}.decoded"
+                                         + (f".{i}" if tokens.batch_size > 1 else "")), tokens)
+                for i in range(tokens.batch_size)] for path, tokens in files]
     # the file each token file was encoded from is an input of the journey too: never written over
-    check_outputs([*args.inputs, *(t.meta.get("source_file") for _, t in files)], targets)
+    check_outputs([*args.inputs, *(t.meta.get("source_file") for _, t in files)], [t for ts in targets for t in ts])
     models: dict[tuple, object] = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for (path, tokens), target in zip(files, targets):
@@ -361,8 +365,9 @@ def _decode(args) -> int:
             _check_same_weights(path, tokens, models[key], explicit=args.model is not None)
         model = models[key]
         options = model.check_options("decode", command_options(args, model, ("decode",)))
-        written = _write_output(target.with_suffix(""), model, model.decode(tokens, **options))  # = target
-        print(f"{path} -> {written}")
+        decoded = model.decode(tokens, other_model_ok=args.other_model, **options)
+        written = [_write_output(t.with_suffix(""), model, decoded[i:i + 1]) for i, t in enumerate(target)]  # = target
+        print(f"{path} -> {', '.join(map(str, written))}")
     return 0
 
 

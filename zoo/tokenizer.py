@@ -251,13 +251,17 @@ class Tokenizer(nn.Module):
         return self._stamp(self._encode(self._as_model_input(self.check_input(x)), **options))
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens | torch.Tensor, **options) -> torch.Tensor:
-        """Tokens (or a bare codes tensor) -> output batch; `options` are those this family's decode declares."""
+    def decode(self, tokens: Tokens | torch.Tensor, *, other_model_ok: bool = False, **options) -> torch.Tensor:
+        """Tokens (or a bare codes tensor) -> output batch; `options` are those this family's decode declares.
+        Tokens whose meta names another model (or modality) are refused: decoding them gives garbage
+        that looks like output; `other_model_ok=True` decodes them anyway (e.g. a fine-tuned copy)."""
         options = self.check_options("decode", options)
         if isinstance(tokens, torch.Tensor):
             tokens = Tokens(tokens)
         if not isinstance(tokens, Tokens):
             raise TokenizerError(f"decode takes Tokens or a codes tensor, got {type(tokens).__name__}.")
+        if not other_model_ok:
+            self.check_made_here(tokens)
         if tokens.codes.dtype.is_floating_point:
             raise TokenizerError(f"codes must be an integer tensor, got {tokens.codes.dtype}.")
         self.check_codes(tokens)
@@ -293,11 +297,24 @@ class Tokenizer(nn.Module):
     def _stamp(self, tokens: Tokens) -> Tokens:
         if self.name:
             tokens.meta.setdefault("model", self.name)
+        tokens.meta.setdefault("modality", self.modality)
         return tokens
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """The input batch, checked (a TokenizerError naming the problem otherwise)."""
         raise NotImplementedError
+
+    def check_made_here(self, tokens: Tokens) -> None:
+        """Raise a TokenizerError when `tokens.meta` says another modality or another registered model made them."""
+        modality, made_by = tokens.meta.get("modality"), tokens.meta.get("model")
+        if modality is not None and modality != self.modality:
+            raise TokenizerError(f"these tokens were made by an {modality} model ({made_by or 'unnamed'}) and "
+                                 f"{self._label} is an {self.modality} model; decode them with the model that made them.")
+        if (self.name and isinstance(made_by, str) and made_by != self.name
+                and made_by in _registered_names()):
+            raise TokenizerError(f"these tokens were made by {made_by}, not {self.name}: decode them with "
+                                 f"zoo.load({made_by!r}), or pass other_model_ok=True (--other-model on the command "
+                                 "line) when the other model is meant, e.g. a fine-tuned copy.")
 
     def check_codes(self, tokens: Tokens) -> None:
         """Raise a TokenizerError when codes do not fit this model's codebooks."""
@@ -383,6 +400,14 @@ class Tokenizer(nn.Module):
         state, _ = read_safetensors(folder / WEIGHTS_NAME)
         load_state_dict_checked(model, state, source=str(folder / WEIGHTS_NAME))
         return model.eval()
+
+
+def _registered_names() -> set[str]:
+    """The registry's names, when the hub is loaded (a model built without it has no name to compare)."""
+    import sys
+
+    registry = sys.modules.get("zoo.hub.registry")
+    return set(registry.list_models()) if registry else set()
 
 
 def tokenizer_class(architecture: str | None, source: str = "config") -> type[Tokenizer]:
