@@ -151,6 +151,9 @@ def load(name_or_path: str | Path, checkpoint: str | Path | None = None) -> Toke
         raise TokenizerError(
             f"{path} is a weights file; pass the model it belongs to as well: zoo.load(NAME, checkpoint={str(path)!r})."
         )
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.endswith("/"):
+        raise TokenizerError(f"{path} does not exist; pass a folder written by save_pretrained / `zoo export`, "
+                             "a .ckpt written by `zoo fit`, a registered name or a hub repo id.")
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name_or_path):
         return Tokenizer.from_pretrained(fetch_pretrained_folder(name_or_path))
     model_entry(name_or_path)  # raises with close matches

@@ -67,3 +67,34 @@ def test_read_checkpoint_unwraps_nested_state_dicts(tmp_path):
     (tmp_path / "folder").mkdir()
     torch.save(weights, tmp_path / "folder" / "pytorch_model.bin")
     assert list(read_checkpoint(tmp_path / "folder")) == ["layer.weight"]
+
+
+def test_a_truncated_wav_is_read_with_a_warning_naming_both_durations(tmp_path):
+    import warnings
+
+    import numpy as np
+    import soundfile as sf
+
+    from zoo.io import read_audio
+
+    rng = np.random.default_rng(0)
+    for subtype, cut in (("PCM_16", 1000), ("FLOAT", 4000)):
+        full = tmp_path / f"full-{subtype}.wav"
+        sf.write(full, (0.1 * rng.standard_normal(32000)).astype("float32"), 16000, subtype=subtype)
+        cut_file = tmp_path / f"cut-{subtype}.wav"
+        cut_file.write_bytes(full.read_bytes()[:cut])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the whole file: no warning
+            assert read_audio(full)[0].shape == (1, 32000)
+        with pytest.warns(UserWarning, match=r"truncated: its header says 2\.000 s but the file holds 0\.0\d\d s"):
+            wav, _ = read_audio(cut_file)
+        assert 0 < wav.shape[1] < 2000
+
+
+def test_load_of_a_missing_path_says_the_path_does_not_exist():
+    import zoo
+    from zoo.errors import TokenizerError
+
+    for missing in ("/no/such/dir", "./no-such-folder", "no-such-folder/"):
+        with pytest.raises(TokenizerError, match="does not exist"):
+            zoo.load(missing)

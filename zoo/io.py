@@ -78,6 +78,12 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
     wav = torch.from_numpy(data.T.copy())  # (C, T)
     if wav.shape[1] == 0:
         raise TokenizerError(f"{path} holds no audio samples.")
+    declared = _wav_declared_frames(path, data.shape[1])
+    if declared is not None and declared > data.shape[0]:
+        import warnings
+
+        warnings.warn(f"{path} is truncated: its header says {declared / file_rate:.3f} s but the file holds "
+                      f"{data.shape[0] / file_rate:.3f} s; using the {data.shape[0]} samples present.", stacklevel=2)
     if wav.shape[0] > 1:
         if not mix_to_mono:
             raise TokenizerError(
@@ -91,6 +97,37 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
         wav = AF.resample(wav, file_rate, sample_rate)
         file_rate = sample_rate
     return wav, file_rate
+
+
+def _wav_declared_frames(path: Path, channels: int) -> int | None:
+    """Frames a RIFF/WAVE file's 'data' chunk header declares (None for other files, or a header that
+    says nothing usable). libsndfile reads the samples present and says nothing of a cut-off file."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while chunk := f.read(8):
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    fmt = f.read(size)
+                    block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                    f.seek(size % 2, 1)
+                elif name == b"data":
+                    # 0 and 0xFFFFFFFF mean "unknown" (streamed writers); those are not claims of a length
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+    return None
 
 
 def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
