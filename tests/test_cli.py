@@ -179,3 +179,66 @@ def test_foreign_tokens_batches_and_other_checkpoints_are_never_silent(tmp_path,
     speech = codec.save_pretrained(tmp_path / "speech")
     with pytest.raises(CheckpointError, match="holds a TinyAudioTokenizer"):
         zoo.load("test-tiny-image-a", checkpoint=speech)
+
+
+def test_out_naming_a_file_and_token_files_naming_a_hub_repo(tmp_path, capsys, monkeypatch):
+    """--out that is an existing file is one clear error before anything is written; a token file whose
+    metadata names a hub repo is not fetched unless --allow-download (no network attempt is made)."""
+    from zoo.tokens import Tokens
+
+    folder = zoo.create("test-tiny-image-a").save_pretrained(tmp_path / "m")
+    write_image(tmp_path / "a.png", torch.rand(3, 32, 32))
+    (tmp_path / "taken").write_text("not a folder")
+    capsys.readouterr()
+    assert main(["encode", "--model", str(folder), str(tmp_path / "a.png"), "--out", str(tmp_path / "taken")]) == 1
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "not a folder"
+
+    import zoo.hub.sources as sources
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a token file made the command contact the hub")
+
+    monkeypatch.setattr(sources, "hub_unreachable", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    Tokens(torch.zeros(1, 16, dtype=torch.long), meta={"model": "some-org/some-model", "modality": "image"}).save(
+        tmp_path / "x.tokens.safetensors")
+    assert main(["decode", str(tmp_path / "x.tokens.safetensors"), "--out", str(tmp_path / "dec")]) == 1
+    err = capsys.readouterr().err
+    assert "some-org/some-model" in err and "--allow-download" in err
+    import os
+
+    assert "HF_HUB_OFFLINE" not in os.environ  # restored after the command
+
+
+def test_an_extreme_aspect_ratio_image_is_read_in_bounded_memory(tmp_path):
+    """A 40000x1 PNG is cut to its central box before decoding to float (it took 2.6 GB before)."""
+    import textwrap
+
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1, 40000, 3), dtype=np.uint8)).save(tmp_path / "strip.png")
+    script = textwrap.dedent(f"""
+        import resource
+        from zoo.io import read_image
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        x = read_image({str(tmp_path / 'strip.png')!r}, size=64)
+        assert tuple(x.shape) == (3, 64, 64), x.shape
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) < 300  # MiB above the interpreter; the uncut resize needs ~2,600
+
+
+def test_reading_an_image_within_8_to_1_is_unchanged_by_the_central_box(tmp_path):
+    from torchvision.transforms.functional import center_crop, resize
+
+    from zoo.io import _bicubic, read_image
+
+    torch.manual_seed(0)
+    for i, shape in enumerate([(3, 40, 90), (3, 33, 100), (3, 20, 160), (3, 150, 19)]):
+        write_image(tmp_path / f"{i}.png", torch.rand(*shape))
+        whole = read_image(tmp_path / f"{i}.png")
+        old = center_crop(resize(whole, 32, interpolation=_bicubic(), antialias=True).clamp(0, 1), [32, 32])
+        assert torch.equal(read_image(tmp_path / f"{i}.png", size=32), old), shape

@@ -168,3 +168,45 @@ def test_non_finite_weights_decode_to_a_clear_error_not_nan_images():
         model.decoder.head.weight.fill_(float("nan"))
     with pytest.raises(TokenizerError, match="NaN or infinite values: its weights"):
         model.decode(tokens)
+
+
+def test_corrupt_or_oversized_config_json_is_a_checkpoint_error(tmp_path):
+    """Issue 17 rows: a config.json that is a JSON list, not UTF-8, of the wrong kind, or asks for more
+    memory than the machine has is one clear CheckpointError, never a raw error or a huge allocation."""
+    import json
+
+    import zoo
+    from zoo.errors import CheckpointError
+
+    folder = TinyImageTokenizer(TinyImageConfig()).save_pretrained(tmp_path / "m")
+    good = json.loads((folder / "config.json").read_text())
+    cases = {
+        "a JSON list": json.dumps([good]).encode(),
+        "not UTF-8": b'{"architecture": "test-tiny-image", "width": "\xff\xfe"}',
+        "wrong kind": json.dumps({**good, "patch_size": "eight"}).encode(),
+        "48 TB": json.dumps({**good, "codebook_size": 3 * 10**12}).encode(),
+    }
+    expected = {"a JSON list": "holds a JSON list", "not UTF-8": "not valid UTF-8 JSON",
+                "wrong kind": "cannot be built", "48 TB": "GiB of weights, more than this machine"}
+    for label, raw in cases.items():
+        (folder / "config.json").write_bytes(raw)
+        with pytest.raises(CheckpointError, match=expected[label]):
+            zoo.load(folder)
+
+
+def test_token_file_with_garbage_metadata_or_float_codes_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from zoo.tokens import Tokens
+
+    save_file({"codes": torch.zeros(1, 4, dtype=torch.long)}, str(tmp_path / "a.safetensors"),
+              metadata={"zoo_tokens": "{not json"})
+    with pytest.raises(TokenizerError, match="metadata is not valid JSON"):
+        Tokens.load(tmp_path / "a.safetensors")
+    save_file({"codes": torch.zeros(1, 4, dtype=torch.long)}, str(tmp_path / "b.safetensors"),
+              metadata={"zoo_tokens": "[1, 2]"})
+    with pytest.raises(TokenizerError, match="holds a JSON list"):
+        Tokens.load(tmp_path / "b.safetensors")
+    save_file({"codes": torch.zeros(1, 4)}, str(tmp_path / "c.safetensors"))
+    with pytest.raises(TokenizerError, match="not integers"):
+        Tokens.load(tmp_path / "c.safetensors")

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(c, required=False)
     c.add_argument("inputs", nargs="+", type=Path, help="token files written by `zoo encode`")
     c.add_argument("--out", type=Path, default=Path("out"))
+    c.add_argument("--allow-download", action="store_true",
+                   help="let the model a token file names be downloaded from the hub (default: the cache and local files only)")
     c.add_argument("--other-model", action="store_true",
                    help="decode with --model although the token files name another model (e.g. a fine-tuned copy)")
     _add_option_arg(c, "a decode")
@@ -195,7 +197,12 @@ def model_reference(name: str, checkpoint: Path | None, model) -> dict:
 
 
 def check_outputs(inputs, outputs) -> None:
-    """Refuse a command whose outputs would write over one of its inputs or over each other."""
+    """Refuse a command whose outputs would write over one of its inputs or over each other, or whose
+    output folder is an existing file."""
+    for out in outputs:
+        for folder in Path(out).expanduser().parents:
+            if folder.exists() and not folder.is_dir():
+                raise TokenizerError(f"{folder} is a file, so outputs cannot be written into it; choose another --out.")
     seen: dict[Path, Path] = {}
     protected = {Path(p).expanduser().resolve(): Path(p) for p in inputs if p is not None}
     for out in outputs:
@@ -361,7 +368,7 @@ def _decode(args) -> int:
                 raise TokenizerError(f"{path} was made by the model at {recorded}, which is not on this machine; "
                                      "copy it there, or say where it is with --model FOLDER.")
         if key not in models:
-            models[key] = zoo.load(key[0], checkpoint=key[1])
+            models[key] = _load_named_by_tokens(path, key, allow_download=args.allow_download or bool(args.model))
             _check_same_weights(path, tokens, models[key], explicit=args.model is not None)
         model = models[key]
         options = model.check_options("decode", command_options(args, model, ("decode",)))
@@ -369,6 +376,30 @@ def _decode(args) -> int:
         written = [_write_output(t.with_suffix(""), model, decoded[i:i + 1]) for i, t in enumerate(target)]  # = target
         print(f"{path} -> {', '.join(map(str, written))}")
     return 0
+
+
+def _load_named_by_tokens(path: Path, key: tuple, allow_download: bool):
+    """The model a token file names, from local files and the cache only unless downloads are allowed:
+    a file's metadata must not make the command reach out to a repo it names."""
+    import os
+
+    import zoo
+    from zoo.errors import WeightsUnavailableError
+
+    if allow_download:
+        return zoo.load(key[0], checkpoint=key[1])
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return zoo.load(key[0], checkpoint=key[1])
+    except WeightsUnavailableError as e:
+        raise TokenizerError(f"{path} names the model {key[0]}, which is not on this machine ({e}); pass "
+                             "--allow-download to fetch it, or --model NAME_OR_FOLDER to decode with a local one.") from None
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
 def _output_path(stem: Path, tokens) -> Path:

@@ -32,6 +32,8 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     path = _existing_file(path, "image")
     try:
         with Image.open(path) as im:
+            if size is not None:
+                im = _central_box(im, size)
             im = im.convert("RGB")  # drops alpha, expands grayscale and palettes
             x = pil_to_tensor(im).float() / 255.0
     except (UnidentifiedImageError, OSError) as e:
@@ -40,6 +42,25 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
         x = resize(x, size, interpolation=_bicubic(), antialias=True).clamp_(0, 1)
         x = center_crop(x, [size, size])
     return x
+
+
+def _central_box(im, size: int):
+    """The part of `im` that resize-then-center-crop can use, cut out before any pixel is decoded to float:
+    a 40000x1 strip would otherwise become a (3, 64, 2560000) tensor before the crop. Images within 8:1
+    are left whole (the same pixels as an uncut read; the float tensor is then at most 8 squares); longer
+    ones keep an 8:1 central box."""
+    w, h = im.size
+    short = min(w, h)
+    if short == 0:
+        raise TokenizerError("the image is empty (0 pixels on a side).")
+    keep = 8 * short
+    if max(w, h) <= keep:
+        return im
+    if w > h:
+        left = (w - keep) // 2
+        return im.crop((left, 0, left + keep, h))
+    top = (h - keep) // 2
+    return im.crop((0, top, w, top + keep))
 
 
 def _bicubic():

@@ -389,17 +389,54 @@ class Tokenizer(nn.Module):
         if not config_path.is_file():
             raise CheckpointError(f"{folder} has no {CONFIG_NAME}; pass a folder written by save_pretrained or `zoo export`.")
         try:
-            values = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path} is not valid JSON ({e}); re-export the model.") from None
+            values = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{config_path} is not valid UTF-8 JSON ({e}); re-export the model.") from None
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{config_path} holds a JSON {type(values).__name__}, not the object of config "
+                                  "fields save_pretrained writes; re-export the model.")
         model_cls = tokenizer_class(values.pop("architecture", None), source=str(config_path))
         values.pop("zoo_version", None)
         if cls is not Tokenizer and not issubclass(model_cls, cls):
             raise CheckpointError(f"{folder} holds a {model_cls.__name__}, not a {cls.__name__}.")
-        model = model_cls(model_cls.config_class.from_dict(values))
+        try:
+            config = model_cls.config_class.from_dict(values)
+        except TypeError as e:  # a field's dataclass check on a value of the wrong kind
+            raise CheckpointError(f"{config_path} has a value of the wrong kind ({e}); re-export the model.") from None
+        check_buildable(model_cls, config, str(config_path))
+        try:
+            model = model_cls(config)
+        except TokenizerError:
+            raise
+        except (TypeError, ValueError, RuntimeError) as e:  # a layer given a value of the wrong kind
+            raise CheckpointError(f"{config_path} describes a {model_cls.__name__} that cannot be built "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-export the model.") from None
         state, _ = read_safetensors(folder / WEIGHTS_NAME)
         load_state_dict_checked(model, state, source=str(folder / WEIGHTS_NAME))
         return model.eval()
+
+
+def check_buildable(model_cls: type[Tokenizer], config: TokenizerConfig, source: str) -> None:
+    """Build the model on the meta device (shapes only) and refuse a config whose weights would not fit
+    in this machine's memory, or that the family's constructor rejects, before any real allocation."""
+    import os
+
+    try:
+        with torch.device("meta"):
+            probe = model_cls(config)
+    except TokenizerError:
+        raise
+    except Exception:  # a constructor that computes with its tensors cannot run on meta: the real build will say
+        return
+    size = sum(t.numel() * t.element_size() for t in [*probe.parameters(), *probe.buffers()])
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if size > memory:
+        raise CheckpointError(f"{source} asks for a model of {size / 2**30:.1f} GiB of weights, more than this "
+                              f"machine's {memory / 2**30:.1f} GiB of memory; the config is corrupt or meant for "
+                              "another machine.")
 
 
 def _registered_names() -> set[str]:

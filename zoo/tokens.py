@@ -68,5 +68,14 @@ class Tokens:
         tensors, metadata = read_safetensors(path)
         if "codes" not in tensors:
             raise TokenizerError(f"{path} holds no 'codes' tensor; it was not written by Tokens.save (zoo encode).")
-        meta = json.loads(metadata.get("zoo_tokens", "{}"))
-        return cls(tensors["codes"], tensors.get("lengths"), tensors.get("latents"), meta)
+        try:
+            meta = json.loads(metadata.get("zoo_tokens", "{}"))
+        except json.JSONDecodeError as e:
+            raise TokenizerError(f"{path}'s metadata is not valid JSON ({e}); write the tokens again with zoo encode.") from None
+        if not isinstance(meta, dict):
+            raise TokenizerError(f"{path}'s metadata holds a JSON {type(meta).__name__}, not an object; "
+                                 "write the tokens again with zoo encode.")
+        codes = tensors["codes"]
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise TokenizerError(f"{path}'s codes are {codes.dtype}, not integers; it was not written by zoo encode.")
+        return cls(codes, tensors.get("lengths"), tensors.get("latents"), meta)
