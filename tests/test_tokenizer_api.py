@@ -90,6 +90,7 @@ def test_folder_for_unknown_architecture(tmp_path):
     (torch.full((1, 3, 32, 32), float("nan")), "NaN"),
     (torch.rand(1, 3, 32, 32) * 2 - 1, r"\[0, 1\]"),
     (torch.rand(1, 3, 64, 64), "takes 32x32 images"),
+    (torch.rand(1, 3, 0, 0), "no pixels"),
 ])
 def test_bad_images_get_clear_errors(x, message):
     with pytest.raises(TokenizerError, match=message):
@@ -102,6 +103,7 @@ def test_bad_images_get_clear_errors(x, message):
     (torch.randn(1, 2, 1600), "must be mono"),
     (torch.randn(1, 1, 0), "empty"),
     (torch.zeros(1, 1, 1600, dtype=torch.int16), "must be float"),
+    (torch.zeros(1, 1, 100), "shorter than one code frame"),
 ])
 def test_bad_audio_gets_clear_errors(wav, message):
     with pytest.raises(TokenizerError, match=message):
@@ -121,6 +123,28 @@ def test_decode_checks_codes():
         model.decode(torch.full((1, 16), 64))
     with pytest.raises(TokenizerError, match="integer"):
         model.decode(torch.zeros(1, 16))
+    with pytest.raises(TokenizerError, match="integer"):
+        model.decode(torch.zeros(1, 16, dtype=torch.bool))
+    with pytest.raises(TokenizerError, match=r"\(B, N\) with 1 <= N <= 16"):
+        model.decode(torch.zeros(1, 17, dtype=torch.long))
+    codes = torch.randint(0, 64, (2, 16))
+    assert torch.equal(model.decode(codes.to(torch.int16)), model.decode(codes))  # narrow integers are widened
+    codec = TinyAudioTokenizer(TinyAudioConfig()).eval()
+    for bad in (torch.zeros(1, 2, 0, dtype=torch.long), torch.zeros(5, dtype=torch.long),
+                torch.zeros(1, 4, 10, dtype=torch.long)):
+        with pytest.raises(TokenizerError, match=r"\(B, n_q, frames\) with 1 <= n_q <= 3 and frames >= 1"):
+            codec.decode(bad)
+
+
+def test_audio_far_outside_unit_range_is_warned():
+    import warnings
+
+    codec = TinyAudioTokenizer(TinyAudioConfig()).eval()
+    with pytest.warns(UserWarning, match="peaks at 50"):
+        codec.encode(torch.full((1, 1, 1600), 50.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codec.encode(torch.full((1, 1, 1600), 1.5))  # resampling overshoot is not a unit mistake
 
 
 def test_tokens_save_and_load(tmp_path):

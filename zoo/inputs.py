@@ -17,6 +17,8 @@ def check_image_batch(x, image_size: int | None = None) -> torch.Tensor:
         raise TokenizerError(f"images must have shape (B, 3, H, W) (RGB, channels first), got {tuple(x.shape)}.")
     if x.shape[0] == 0:
         raise TokenizerError("the image batch is empty (B = 0).")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise TokenizerError(f"the images have no pixels ({x.shape[-2]}x{x.shape[-1]}).")
     if not x.dtype.is_floating_point:
         raise TokenizerError(f"images must be float in [0, 1], got {x.dtype}; convert with x.float() / 255.")
     if not torch.isfinite(x).all():
@@ -54,4 +56,10 @@ def check_audio_batch(wav) -> torch.Tensor:
         raise TokenizerError(f"audio must be float in [-1, 1], got {wav.dtype}; 16-bit PCM converts with x / 32768.")
     if not torch.isfinite(wav).all():
         raise TokenizerError("audio contains NaN or infinite values.")
+    peak = float(wav.abs().max())
+    if peak > 2.0:  # a little above 1 is common after resampling; far above is a unit mistake
+        import warnings
+
+        warnings.warn(f"audio peaks at {peak:.3g}, far outside [-1, 1] (16-bit PCM converts with x / 32768); "
+                      "the codecs were trained on [-1, 1] and will clip or distort it.", stacklevel=3)
     return wav

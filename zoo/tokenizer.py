@@ -262,8 +262,10 @@ class Tokenizer(nn.Module):
             raise TokenizerError(f"decode takes Tokens or a codes tensor, got {type(tokens).__name__}.")
         if not other_model_ok:
             self.check_made_here(tokens)
-        if tokens.codes.dtype.is_floating_point:
+        if tokens.codes.dtype.is_floating_point or tokens.codes.dtype.is_complex or tokens.codes.dtype == torch.bool:
             raise TokenizerError(f"codes must be an integer tensor, got {tokens.codes.dtype}.")
+        if tokens.codes.dtype != torch.long:  # int8 / int16 / int32 / uint8 codes hold the same values
+            tokens = Tokens(tokens.codes.long(), tokens.lengths, tokens.latents, tokens.meta)
         self.check_codes(tokens)
         return self._checked_output(self._decode(tokens.to(self.device), **options))
 
@@ -498,6 +500,14 @@ class ImageTokenizer(Tokenizer):
         """Float (B, 3, image_size, image_size) in [0, 1], checked."""
         return check_image_batch(x, self.image_size)
 
+    def check_codes(self, tokens: Tokens) -> None:
+        """Codes must be (B, N) with 1 <= N <= num_tokens (VAE tokenizers, whose Tokens carry latents, excepted)."""
+        codes = tokens.codes
+        if tokens.latents is None and (codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens):
+            raise TokenizerError(f"codes must have shape (B, N) with 1 <= N <= {self.num_tokens} for this tokenizer, "
+                                 f"got {tuple(codes.shape)}.")
+        super().check_codes(tokens)
+
     def kept_lengths(self, num_tokens: int | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
         """Flexible-length models: num_tokens (an int, or (B,) per image) -> (B,) long lengths in
         [1, num_tokens], checked; None -> None."""
@@ -572,5 +582,17 @@ class AudioTokenizer(Tokenizer):
         return self.decode(self.encode(wav, sample_rate, **encode_options), **decode_options)
 
     def check_input(self, wav):
-        """Float mono (B, 1, T), checked."""
-        return check_audio_batch(wav)
+        """Float mono (B, 1, T) of at least one frame's samples, checked."""
+        wav = check_audio_batch(wav)
+        if wav.shape[-1] < self.hop_length:
+            raise TokenizerError(f"the clips are {wav.shape[-1]} samples long, shorter than one code frame "
+                                 f"({self.hop_length} samples at {self.sample_rate} Hz); pad them or give longer audio.")
+        return wav
+
+    def check_codes(self, tokens: Tokens) -> None:
+        """Codes must be (B, n_q, frames) with 1 <= n_q <= the quantizers and at least one frame."""
+        codes, layers = tokens.codes, len(self.codebook_sizes)
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= layers or codes.shape[2] == 0:
+            raise TokenizerError(f"codes must have shape (B, n_q, frames) with 1 <= n_q <= {layers} and frames >= 1, "
+                                 f"got {tuple(codes.shape)}.")
+        super().check_codes(tokens)

@@ -243,15 +243,6 @@ class RVQCodec(AudioTokenizer):
         """The first RVQ layer's codes alone (content), (B, N)."""
         return self.encode(wav, n_q=1, **opts).codes[:, 0]
 
-    def check_codes(self, tokens: Tokens) -> None:
-        """Codes must be (B, n_q, N) with 1 <= n_q <= num_quantizers, inside the codebooks."""
-        codes = tokens.codes
-        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers:
-            raise TokenizerError(
-                f"codes must have shape (B, n_q, N) with 1 <= n_q <= {self.config.num_quantizers}, "
-                f"got {tuple(codes.shape)}.")
-        super().check_codes(tokens)
-
     def _decode(self, tokens: Tokens, *, chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS) -> torch.Tensor:
         codes = tokens.codes  # (B, n_q, N): any number of leading layers
         recurrent, convolutions = self.decoder.split_at_lstm()
