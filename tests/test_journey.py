@@ -234,6 +234,10 @@ def test_no_command_writes_over_its_inputs_or_its_own_outputs(tmp_path, capsys):
     assert main(["encode", "--model", str(folder), *both, "--out", str(tmp_path / "tok")]) == 1
     assert "two outputs of this command would both be" in capsys.readouterr().err
     assert not (tmp_path / "tok").exists()
+    write_image(tmp_path / "a" / "x.jpg", torch.rand(3, 32, 32))  # same stem, another suffix
+    assert main(["encode", "--model", str(folder), both[0], str(tmp_path / "a" / "x.jpg"), "--out", str(tmp_path / "tok")]) == 1
+    assert "two outputs of this command would both be" in capsys.readouterr().err
+    assert not (tmp_path / "tok").exists()
     assert main(["reconstruct", "--model", str(folder), *both, "--out", str(tmp_path / "rec")]) == 1
     # a decoded image named like the photo it was encoded from
     write_image(tmp_path / "c" / "y.decoded.png", torch.rand(3, 32, 32))

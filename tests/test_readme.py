@@ -78,3 +78,15 @@ def test_readme_python_blocks_are_python_and_shell_blocks_are_shell():
     for block in re.findall(r"```bash\n(.*?)```", README, re.S):
         for argv in shell_commands(block):
             assert not re.match(r"^[\w.]+\(", argv[0]), f"Python in a bash block: {' '.join(argv)}"
+
+
+def test_every_row_of_the_bad_input_table_names_a_test_that_exists():
+    table = README.split("### What bad input gets")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| input")]
+    defined = set(re.findall(r"^def (test_\w+)", "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py")),
+                             flags=re.M))
+    assert len(rows) >= 20
+    for row in rows:
+        named = re.findall(r"`(test_\w+)`", row)
+        assert named, f"a bad-input row names no test: {row}"
+        assert set(named) <= defined, f"{row} names tests that do not exist: {set(named) - defined}"
