@@ -267,7 +267,7 @@ def test_seeded_decoding_draws_the_official_noise(tiny, photos):
 
 @pytest.mark.parametrize("call, message", [
     (lambda m, t: m.encode(torch.rand(1, 3, 32, 32), num_tokens=0), r"num_tokens must lie in \[1, 8\]"),
-    (lambda m, t: m.decode(torch.zeros(1, 9, dtype=torch.long)), "1 <= n <= 8"),
+    (lambda m, t: m.decode(torch.zeros(1, 9, dtype=torch.long)), "1 <= N <= 8"),
     (lambda m, t: m.decode(t, steps=0), "steps must be at least 1"),
     (lambda m, t: m.decode(t, noise=torch.zeros(1, 4, 8, 8)), r"noise must have shape \(1, 4, 16, 16\)"),
     (lambda m, t: m.decode(t, n_q=2), "n_q"),
