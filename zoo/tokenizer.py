@@ -501,9 +501,10 @@ class ImageTokenizer(Tokenizer):
         return check_image_batch(x, self.image_size)
 
     def check_codes(self, tokens: Tokens) -> None:
-        """Codes must be (B, N) with 1 <= N <= num_tokens (VAE tokenizers, whose Tokens carry latents, excepted)."""
+        """Codes must be (B, N) with 1 <= N <= num_tokens (VAE tokenizers, whose Tokens carry latents and no
+        codes, are left to the family's own check)."""
         codes = tokens.codes
-        if tokens.latents is None and (codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens):
+        if tokens.latents is None and codes.numel() and (codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens):
             raise TokenizerError(f"codes must have shape (B, N) with 1 <= N <= {self.num_tokens} for this tokenizer, "
                                  f"got {tuple(codes.shape)}.")
         super().check_codes(tokens)
