@@ -33,7 +33,7 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             if size is not None:
-                im = _central_box(im, size)
+                im = _central_box(im)
             im = im.convert("RGB")  # drops alpha, expands grayscale and palettes
             x = pil_to_tensor(im).float() / 255.0
     except (UnidentifiedImageError, OSError) as e:
@@ -44,7 +44,7 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     return x
 
 
-def _central_box(im, size: int):
+def _central_box(im):
     """The part of `im` that resize-then-center-crop can use, cut out before any pixel is decoded to float:
     a 40000x1 strip would otherwise become a (3, 64, 2560000) tensor before the crop. Images within 8:1
     are left whole (the same pixels as an uncut read; the float tensor is then at most 8 squares); longer
@@ -99,7 +99,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
     wav = torch.from_numpy(data.T.copy())  # (C, T)
     if wav.shape[1] == 0:
         raise TokenizerError(f"{path} holds no audio samples.")
-    declared = _wav_declared_frames(path, data.shape[1])
+    declared = _wav_declared_frames(path)
     if declared is not None and declared > data.shape[0]:
         import warnings
 
@@ -120,7 +120,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
     return wav, file_rate
 
 
-def _wav_declared_frames(path: Path, channels: int) -> int | None:
+def _wav_declared_frames(path: Path) -> int | None:
     """Frames a RIFF/WAVE file's 'data' chunk header declares (None for other files, or a header that
     says nothing usable). libsndfile reads the samples present and says nothing of a cut-off file."""
     import struct
