@@ -1,7 +1,10 @@
-"""A test-only callback: records, per rank, a fingerprint of every training batch and of the final
-weights, so tests can check what each DDP rank saw and what was saved."""
+"""Test-only callbacks: Probe records, per rank, a fingerprint of every training batch and of the
+final weights, so tests can check what each DDP rank saw and what was saved; KillAt ends the process
+abruptly (SIGKILL: no hook runs, nothing is saved) when a given batch is done."""
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -30,5 +33,15 @@ class Probe(Callback):
     def on_train_end(self, trainer, pl_module):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "batches": self.batches,
-                  "weights": state_fingerprint(pl_module.tokenizer), "step": trainer.global_step}
+                  "weights": state_fingerprint(pl_module.tokenizer), "step": trainer.global_step,
+                  "everything": state_fingerprint(pl_module)}  # with the weight average and the discriminator
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class KillAt(Callback):
+    def __init__(self, batches_done: int):
+        self.batches_done = batches_done
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if int(pl_module.batches_seen) == self.batches_done:
+            os.kill(os.getpid(), signal.SIGKILL)

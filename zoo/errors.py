@@ -13,6 +13,10 @@ class WeightsUnavailableError(TokenizerError, FileNotFoundError):
     """Named weights that are neither local, nor cached, nor downloadable right now."""
 
 
+class TrainingDiverged(TokenizerError):
+    """A training loss became NaN or infinite; the run stops before it writes any checkpoint of that state."""
+
+
 class MissingExtraError(TokenizerError, ImportError):
     """An optional package the command needs is not installed."""
 

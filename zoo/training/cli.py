@@ -83,7 +83,13 @@ class LastCheckpoint(ModelCheckpoint):
             return
         path = Path(self.dirpath) / LAST
         part = path.with_name(LAST + ".part")
-        trainer.save_checkpoint(str(part), weights_only=False)
+        try:
+            trainer.save_checkpoint(str(part), weights_only=False)
+        except OSError as e:  # a full disk, a quota, a folder gone: the previous last.ckpt is untouched
+            part.unlink(missing_ok=True)
+            kept = f"{path} still holds the last good state" if path.is_file() else "no earlier checkpoint exists"
+            raise TokenizerError(f"writing the checkpoint of step {trainer.global_step} to {part} failed "
+                                 f"({type(e).__name__}: {e}); {kept}: free the space and resume with --ckpt_path last.") from None
         if trainer.is_global_zero:
             os.replace(part, path)
         self.last_model_path, self._saved_at = str(path), trainer.global_step

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import TokenizerError
 from zoo.io import IMAGE_SUFFIXES
+from zoo.training.resumable_order import ResumableOrderData
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
@@ -42,16 +43,19 @@ class ImageCrops(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, key) -> torch.Tensor:
+        """key: an index, or ResumableShuffle's (index, crop seed)."""
         from zoo.io import read_image
+        from zoo.training.resumable_order import item_rng
 
+        index, rng = item_rng(key)
         return crop_image(read_image(self.files[index]), self.crop_size, self.random_crop, self.resize_to,
-                          self.horizontal_flip)
+                          self.horizontal_flip, rng)
 
 
 def crop_image(x: torch.Tensor, crop_size: int, random_crop: bool, resize_to: int | None = None,
-               horizontal_flip: bool = False) -> torch.Tensor:
-    """(3, H, W) -> (3, crop_size, crop_size): see ImageCrops."""
+               horizontal_flip: bool = False, rng=random) -> torch.Tensor:
+    """(3, H, W) -> (3, crop_size, crop_size): see ImageCrops. rng: what draws the crop (a random.Random)."""
     from torchvision.transforms.functional import center_crop, crop, hflip, resize
 
     from zoo.io import _bicubic
@@ -63,18 +67,19 @@ def crop_image(x: torch.Tensor, crop_size: int, random_crop: bool, resize_to: in
     if h < crop_size or w < crop_size:
         raise TokenizerError(f"resize_to={resize_to} is smaller than crop_size={crop_size}.")
     if random_crop:
-        top, left = random.randint(0, h - crop_size), random.randint(0, w - crop_size)
+        top, left = rng.randint(0, h - crop_size), rng.randint(0, w - crop_size)
         x = crop(x, top, left, crop_size, crop_size)
-        if horizontal_flip and random.random() < 0.5:
+        if horizontal_flip and rng.random() < 0.5:
             x = hflip(x)
     else:
         x = center_crop(x, [crop_size, crop_size])
     return x.contiguous()
 
 
-class ImageFolderData(LightningDataModule):
+class ImageFolderData(ResumableOrderData, LightningDataModule):
     """train_dir: folder of training images. val_dir: folder of validation images; when None,
-    validation uses center crops of the first `num_val_images` training images (0: no validation)."""
+    validation uses center crops of the first `num_val_images` training images (0: no validation).
+    The training order resumes mid-epoch (zoo.training.resumable_order)."""
 
     def __init__(self, train_dir: str, val_dir: str | None = None, crop_size: int = 256,
                  resize_to: int | None = None, batch_size: int = 8, val_batch_size: int | None = None,
@@ -96,8 +101,8 @@ class ImageFolderData(LightningDataModule):
         self.val_set = ImageCrops(val_files, self.crop_size, False, self.resize_to) if val_files else None
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=len(self.train_set) > self.batch_size,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self.resumable_train_loader(self.train_set, self.batch_size, num_workers=self.num_workers,
+                                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self):
         if self.val_set is None:

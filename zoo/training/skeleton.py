@@ -189,10 +189,12 @@ class AdversarialTraining(LightningModule):
         adversarial = self.adversarial_on()
         with frozen(self.discriminator if adversarial else None):
             step = self.generator_step(batch, adversarial)
+        self.stop_if_not_finite("generator", step.loss, step.logs, batch_idx)
         self.optimizer_step_of(opt_g, step.loss, hp.grad_clip)
         logs = dict(step.logs)
         if adversarial:
             d_loss, d_logs = self.discriminator_loss(_detached(step.real), _detached(step.fake))
+            self.stop_if_not_finite("discriminator", d_loss, d_logs, batch_idx)
             self.optimizer_step_of(opt_d, d_loss)
             logs.update(d_logs)
         batch_size = self.batch_size_of(batch)
@@ -205,6 +207,24 @@ class AdversarialTraining(LightningModule):
         if self.ema is not None:
             self.ema.update(self.tokenizer)
         return step.loss.detach()
+
+    def stop_if_not_finite(self, which: str, loss: torch.Tensor, logs: dict, batch_idx: int) -> None:
+        """Raise TrainingDiverged, naming the step, the batch and the terms at fault, when `loss` is NaN
+        or infinite: before the optimizer step, so the weights and every checkpoint stay those of the
+        last good step (LastCheckpoint writes nothing on an error)."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        from zoo.errors import TrainingDiverged
+
+        bad = [k for k, v in logs.items() if isinstance(v, torch.Tensor) and not bool(torch.isfinite(v).all())]
+        terms = f" (non-finite terms: {', '.join(bad)})" if bad else ""
+        saved = [c.last_model_path for c in self.trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")]
+        kept = (f"the last good checkpoint, {saved[0]}, is kept" if saved else "no checkpoint had been written yet")
+        raise TrainingDiverged(
+            f"the {which} loss is {float(loss.detach().float().reshape(-1)[0])} at step {self.trainer.global_step} "
+            f"(batch {batch_idx} of epoch {self.trainer.current_epoch}, batch {int(self.batches_seen)} of the run)"
+            f"{terms}; training stopped and {kept}: lower the learning rate, set grad_clip, or check that batch's "
+            "data, then resume with --ckpt_path last.")
 
     def optimizer_step_of(self, optimizer, loss: torch.Tensor, grad_clip: float | None = None) -> None:
         """zero_grad, backward (through Lightning, so precision and DDP apply), optional norm clipping, step."""

@@ -7,6 +7,7 @@ features of the whole utterance (cached teacher features, text tokens spread ove
 utterance) can be cut to the crop."""
 from __future__ import annotations
 
+import random
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -16,8 +17,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import TokenizerError
-from zoo.io import read_audio
-from zoo.io import AUDIO_SUFFIXES
+from zoo.io import AUDIO_SUFFIXES, read_audio
+from zoo.training.resumable_order import ResumableOrderData, item_rng
 
 
 class SpeechItem(NamedTuple):
@@ -63,21 +64,24 @@ class SpeechFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> SpeechItem:
+    def __getitem__(self, key) -> SpeechItem:
+        """key: an index, or ResumableShuffle's (index, crop seed)."""
+        index, rng = item_rng(key)
         path = self.files[index]
         wav, _ = read_audio(path, sample_rate=self.sample_rate, mix_to_mono=True)
-        wav, offset, full = crop_utterance(wav[0], self.crop, self.random_crop)
+        wav, offset, full = crop_utterance(wav[0], self.crop, self.random_crop, rng)
         transcript = path.with_suffix(".txt")
         text = transcript.read_text().strip() if transcript.is_file() else ""
         return SpeechItem(wav, offset, full, text, str(path.relative_to(self.root).with_suffix("")))
 
 
-def crop_utterance(wav: torch.Tensor, crop: int | None, random_crop: bool) -> tuple[torch.Tensor, int, int]:
-    """(T,) -> (the crop, its offset, T): a random or leading window of `crop` samples."""
+def crop_utterance(wav: torch.Tensor, crop: int | None, random_crop: bool,
+                   rng=random) -> tuple[torch.Tensor, int, int]:
+    """(T,) -> (the crop, its offset, T): a random or leading window of `crop` samples (drawn by `rng`)."""
     full, offset = wav.shape[0], 0
     if crop is not None and full > crop:
         if random_crop:
-            offset = int(torch.randint(0, full - crop + 1, ()).item())
+            offset = rng.randint(0, full - crop)
         wav = wav[offset: offset + crop]
     return wav, offset, full
 
@@ -93,11 +97,12 @@ def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
                        [it.text for it in items], [it.key for it in items])
 
 
-class SpeechDataModule(LightningDataModule):
+class SpeechDataModule(ResumableOrderData, LightningDataModule):
     """train_dir / val_dir: folders of audio (+ transcripts). Training clips are cropped at random
     (`random_crop`; False crops every clip from its start, for overfitting smoke tests);
     validation clips from their start, `val_crop_seconds` None keeps them whole. A training folder that
-    holds a held-out folder (`val/`, `test/`) or val_dir is refused."""
+    holds a held-out folder (`val/`, `test/`) or val_dir is refused. The training order resumes
+    mid-epoch (zoo.training.resumable_order)."""
 
     def __init__(self, train_dir: str, val_dir: str | None = None, sample_rate: int = 16000,
                  crop_seconds: float = 1.0, val_crop_seconds: float | None = None, batch_size: int = 8,
@@ -118,9 +123,8 @@ class SpeechDataModule(LightningDataModule):
                         if self.val_dir else None)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          collate_fn=collate_speech, drop_last=len(self.train_set) > self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        return self.resumable_train_loader(self.train_set, self.batch_size, num_workers=self.num_workers,
+                                           collate_fn=collate_speech, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
