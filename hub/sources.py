@@ -38,14 +38,19 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str) -> None:
-    """Raise a CheckpointError when the file's sha256 is not the recorded one."""
+def check_sha256(path: Path, expected: str, cache: Path | None = None) -> None:
+    """Raise a CheckpointError when the file's sha256 is not the recorded one; a file of the hub cache
+    `cache` is first taken out of it (that file only), so that the next attempt downloads it again."""
     actual = sha256_of(path)
-    if actual != expected.lower():
-        raise CheckpointError(
-            f"{path} has sha256 {actual} but {expected} was recorded for it; the file is corrupt or changed "
-            "upstream: delete it and download again."
-        )
+    if actual == expected.lower():
+        return
+    if cache is None:
+        then = "delete it and download again"
+    else:
+        then = (f"{remove_from_cache(path, cache)}, so the next load downloads it afresh (should that copy fail "
+                "too, the upstream file changed: pass a checked copy with checkpoint=)")
+    raise CheckpointError(f"{path} has sha256 {actual} but {expected} was recorded for it; the file is corrupt "
+                          f"or changed upstream: {then}.")
 
 
 def fetch_file(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None,
@@ -74,8 +79,24 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, sha256:
             raise WeightsUnavailableError(_unavailable(who, repo_id, filename, cache, model_name, reason)) from None
     path = Path(path)
     if sha256:
-        check_sha256(path, sha256)
+        check_sha256(path, sha256, cache)
     return path
+
+
+def remove_from_cache(path: Path, cache: Path) -> str:
+    """Take one file out of the hub cache: its snapshot entry and, when no other snapshot entry points
+    at it, the blob behind it. Nothing else in the cache is touched. Returns what was done, as a phrase."""
+    path, cache = path.absolute(), cache.absolute()
+    if not path.is_relative_to(cache):
+        return f"{path} lies outside the hub cache {cache} and was left as it is"
+    blob = path.resolve()
+    repo = next((p for p in path.parents if p.parent == cache), None)
+    path.unlink(missing_ok=True)
+    if blob != path and repo is not None and blob.is_relative_to(repo.resolve() / "blobs") and blob.exists():
+        others = [p for p in (repo / "snapshots").rglob("*") if p.is_symlink() and p.resolve() == blob]
+        if not others:
+            blob.unlink()
+    return f"{path} was removed from the cache"
 
 
 def fetch_pretrained_folder(repo_id: str, revision: str | None = None) -> Path:

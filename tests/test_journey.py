@@ -338,6 +338,33 @@ def test_offline_named_load_makes_one_connection_attempt_and_no_retries(tmp_path
     assert f"no network: http://127.0.0.1:{port} cannot be reached" in message and "hf download test-org/tiny-image-official" in message
 
 
+def test_a_hub_that_accepts_but_never_answers_is_given_up_quickly_saying_what_was_tried(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("ZOO_HUB_CHECK_TIMEOUT", "0.5")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as silent:  # the kernel completes the handshake; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+        began = time.monotonic()
+        with pytest.raises(zoo.WeightsUnavailableError) as info:
+            zoo.load("test-tiny-image-b")
+        waited = time.monotonic() - began
+    message = str(info.value)
+    assert waited < 5  # huggingface_hub alone would wait 10 s per try, with retries
+    assert f"is not in the cache {tmp_path / 'empty-cache'}" in message
+    assert f"no network: {endpoint} did not answer within 0.5 s (ZOO_HUB_CHECK_TIMEOUT sets how long to wait)" in message
+
+
 def test_zoo_info_reads_the_index_without_torch_and_the_index_is_the_registry():
     import subprocess
 

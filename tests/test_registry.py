@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,6 +98,45 @@ def test_recorded_sha256_is_checked(tmp_path, monkeypatch):
     assert zoo.load("test-tiny-image-hashed").config.width == 8
     with pytest.raises(CheckpointError, match="sha256"):
         zoo.load("test-tiny-image-badhash")
+
+
+def test_a_sha256_mismatch_takes_that_file_out_of_the_cache_and_nothing_else(tmp_path, monkeypatch):
+    from safetensors.torch import save
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+
+    def cached(repo_id, files):  # huggingface_hub's layout: snapshot entries are links to content blobs
+        folder = tmp_path / f"models--{repo_id.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text(revision)
+        (folder / "snapshots" / revision).mkdir(parents=True)
+        (folder / "blobs").mkdir()
+        for name, data in files.items():
+            blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            (folder / "snapshots" / revision / name).symlink_to(Path("../..") / "blobs" / blob.name)
+        return folder
+
+    weights = save(official_state())
+    repo = cached("test-org/mismatch", {FILE: weights[:-7] + b"garbage", "config.json": b"{}"})
+    neighbour = cached("test-org/neighbour", {FILE: weights})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    zoo.register("test-tiny-image-mismatch", TinyImageTokenizer, TinyImageConfig(width=8), description="", license="",
+                 source=WeightSource("test-org/mismatch", FILE, sha256=hashlib.sha256(weights).hexdigest()),
+                 converter=official_to_ours)
+    with pytest.raises(CheckpointError) as error:
+        zoo.load("test-tiny-image-mismatch")
+    message = str(error.value)
+    assert f"{FILE} has sha256 {hashlib.sha256(weights[:-7] + b'garbage').hexdigest()} but" in message
+    assert "was removed from the cache, so the next load downloads it afresh" in message and len(message.splitlines()) == 1
+    gone = {Path(repo.name) / "snapshots" / revision / FILE,
+            Path(repo.name) / "blobs" / hashlib.sha256(weights[:-7] + b"garbage").hexdigest()}
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == sorted(set(before) - gone)
+    assert (neighbour / "snapshots" / revision / FILE).read_bytes() == weights
+    with pytest.raises(WeightsUnavailableError, match="is not in the cache"):  # now simply missing
+        zoo.load("test-tiny-image-mismatch")
 
 
 def test_download_goes_through_huggingface_hub(tmp_path, monkeypatch):

@@ -194,6 +194,22 @@ def test_non_finite_weights_decode_to_a_clear_error_not_nan_images():
         model.decode(tokens)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_vae_latents_are_refused_before_decoding(bad):
+    import zoo
+    from zoo.tokens import Tokens
+
+    torch.manual_seed(0)
+    model = zoo.create("titok-bl-64-vae", image_size=32, patch_size=8, num_tokens=4, encoder_width=32, encoder_depth=1,
+                       encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2)
+    tokens = model.encode(torch.rand(2, 3, 32, 32))
+    assert tokens.latents is not None and model.decode(tokens).shape == (2, 3, 32, 32)
+    latents = tokens.latents.clone()
+    latents[1, 0, 0] = bad
+    with pytest.raises(TokenizerError, match=r"^the tokens' latents hold 1 NaN or infinite values of \d+; they would "):
+        model.decode(Tokens(tokens.codes, tokens.lengths, latents, tokens.meta))
+
+
 def test_corrupt_or_oversized_config_json_is_a_checkpoint_error(tmp_path):
     """Issue 17 rows: a config.json that is a JSON list, not UTF-8, of the wrong kind, or asks for more
     memory than the machine has is one clear CheckpointError, never a raw error or a huge allocation."""

@@ -267,6 +267,11 @@ class Tokenizer(nn.Module):
         if tokens.codes.dtype != torch.long:  # int8 / int16 / int32 / uint8 codes hold the same values
             tokens = Tokens(tokens.codes.long(), tokens.lengths, tokens.latents, tokens.meta)
         self.check_codes(tokens)
+        latents = tokens.latents
+        if latents is not None and latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
+            bad = int((~torch.isfinite(latents)).sum())
+            raise TokenizerError(f"the tokens' latents hold {bad} NaN or infinite values of {latents.numel()}; "
+                                 "they would decode to a NaN image: encode the input again, or check what wrote them.")
         return self._checked_output(self._decode(tokens.to(self.device), **options))
 
     def reconstruct(self, x: torch.Tensor, **options) -> torch.Tensor:

@@ -34,6 +34,7 @@ class ResumableShuffle(Sampler):
         self.epoch = epoch
 
     def start_at(self, epoch: int, items_done: int) -> None:
+        """Begin the next pass over `epoch` after its first `items_done` items."""
         if items_done >= self.size:  # saved at the epoch's end: the next one starts afresh
             self.epoch = epoch + 1
             return
@@ -73,10 +74,12 @@ class ResumableLoader(DataLoader):
         self.position = position  # () -> (epoch, batches of it trained)
 
     def state_dict(self) -> dict:
+        """What a checkpoint keeps: the order's seed, the epoch and its batches done."""
         epoch, batches_done = self.position()
         return {"seed": self.sampler.seed, "epoch": epoch, "batches_done": batches_done}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue the order where the checkpoint left it."""
         self.sampler.seed = int(state["seed"])
         self.sampler.start_at(int(state["epoch"]), int(state["batches_done"]) * self.batch_size)
 
