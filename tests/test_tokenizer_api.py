@@ -213,10 +213,12 @@ def test_non_finite_vae_latents_are_refused_before_decoding(bad):
 def test_corrupt_or_oversized_config_json_is_a_checkpoint_error(tmp_path):
     """Issue 17 rows: a config.json that is a JSON list, not UTF-8, of the wrong kind, or asks for more
     memory than the machine has is one clear CheckpointError, never a raw error or a huge allocation."""
+    import dataclasses
     import json
 
     import zoo
     from zoo.errors import CheckpointError
+    from zoo.tokenizer import check_buildable
 
     folder = TinyImageTokenizer(TinyImageConfig()).save_pretrained(tmp_path / "m")
     good = json.loads((folder / "config.json").read_text())
@@ -225,13 +227,26 @@ def test_corrupt_or_oversized_config_json_is_a_checkpoint_error(tmp_path):
         "not UTF-8": b'{"architecture": "test-tiny-image", "width": "\xff\xfe"}',
         "wrong kind": json.dumps({**good, "patch_size": "eight"}).encode(),
         "48 TB": json.dumps({**good, "codebook_size": 3 * 10**12}).encode(),
+        "2 GB": json.dumps({**good, "codebook_size": 10**7}).encode(),  # fits the machine, not the file
     }
     expected = {"a JSON list": "holds a JSON list", "not UTF-8": "not valid UTF-8 JSON",
-                "wrong kind": "cannot be built", "48 TB": "GiB of weights, more than this machine"}
+                "wrong kind": "cannot be built", "48 TB": "GiB of weights, far beyond the 0.0 MiB weights file",
+                "2 GB": "GiB of weights, far beyond the 0.0 MiB weights file"}
     for label, raw in cases.items():
         (folder / "config.json").write_bytes(raw)
         with pytest.raises(CheckpointError, match=expected[label]):
             zoo.load(folder)
+    with pytest.raises(CheckpointError, match="GiB of weights, far beyond this machine's"):  # no file to compare with
+        check_buildable(TinyImageTokenizer, TinyImageConfig(codebook_size=3 * 10**12), "a config")
+    titok = _tiny_titok()
+    deep = dataclasses.replace(titok.config, decoder_depth=10**30)
+    with pytest.raises(CheckpointError, match="describes a TiTok of more than 10,000 layers, far beyond this machine's"):
+        check_buildable(type(titok), deep, "a config")  # refused while the layers are counted, not after 10**30
+    folder = titok.save_pretrained(tmp_path / "titok")
+    (folder / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()), "decoder_depth": 10**30}))
+    with pytest.raises(CheckpointError, match=r"describes a TiTok of more than (10,000 layers|0.3 GiB of weights), far "
+                                              r"beyond the 0.2 MiB weights file beside it"):
+        zoo.load(folder)
 
 
 def test_token_file_with_garbage_metadata_or_float_codes_is_a_clear_error(tmp_path):

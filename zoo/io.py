@@ -1,6 +1,7 @@
 """Reading and writing images, audio, weights and token files, with errors a person can act on."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
@@ -36,8 +37,14 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
                 im = _central_box(im)
             im = im.convert("RGB")  # drops alpha, expands grayscale and palettes
             x = pil_to_tensor(im).float() / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise TokenizerError(f"{path} is not a readable image ({e}).") from None
+    except Image.DecompressionBombError:
+        raise TokenizerError(f"{path} declares more pixels than Pillow decodes safely ({Image.MAX_IMAGE_PIXELS * 2:,}); "
+                             "it is corrupt or hostile, or resize it first.") from None
+    except TokenizerError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
+        # what Pillow's decoders raise on broken files: PNG chunks (SyntaxError), tiles and headers (ValueError)
+        raise TokenizerError(f"{path} is not a readable image ({type(e).__name__}: {e}).") from None
     if size is not None:
         x = resize(x, size, interpolation=_bicubic(), antialias=True).clamp_(0, 1)
         x = center_crop(x, [size, size])
@@ -99,6 +106,9 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
     wav = torch.from_numpy(data.T.copy())  # (C, T)
     if wav.shape[1] == 0:
         raise TokenizerError(f"{path} holds no audio samples.")
+    if not bool(torch.isfinite(wav).all()):  # float WAVs can store them; every codec would turn them into NaN
+        raise TokenizerError(f"{path} holds {int((~torch.isfinite(wav)).sum())} NaN or infinite samples; the file is "
+                             "corrupt: export it again.")
     declared = _wav_declared_frames(path)
     if declared is not None and declared > data.shape[0]:
         import warnings
@@ -123,7 +133,6 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
 def _wav_declared_frames(path: Path) -> int | None:
     """Frames a RIFF/WAVE file's 'data' chunk header declares (None for other files, or a header that
     says nothing usable). libsndfile reads the samples present and says nothing of a cut-off file."""
-    import struct
 
     try:
         with open(path, "rb") as f:

@@ -410,12 +410,13 @@ class Tokenizer(nn.Module):
             config = model_cls.config_class.from_dict(values)
         except TypeError as e:  # a field's dataclass check on a value of the wrong kind
             raise CheckpointError(f"{config_path} has a value of the wrong kind ({e}); re-export the model.") from None
-        check_buildable(model_cls, config, str(config_path))
+        weights = folder / WEIGHTS_NAME
+        check_buildable(model_cls, config, str(config_path), weights.stat().st_size if weights.is_file() else None)
         try:
             model = model_cls(config)
         except TokenizerError:
             raise
-        except (TypeError, ValueError, RuntimeError) as e:  # a layer given a value of the wrong kind
+        except Exception as e:  # a layer given a value of the wrong kind or size (0 heads, width 0, ...)
             raise CheckpointError(f"{config_path} describes a {model_cls.__name__} that cannot be built "
                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-export the model.") from None
         state, _ = read_safetensors(folder / WEIGHTS_NAME)
@@ -423,27 +424,59 @@ class Tokenizer(nn.Module):
         return model.eval()
 
 
-def check_buildable(model_cls: type[Tokenizer], config: TokenizerConfig, source: str) -> None:
-    """Build the model on the meta device (shapes only) and refuse a config whose weights would not fit
-    in this machine's memory, or that the family's constructor rejects, before any real allocation."""
+MAX_SUBMODULES = 10_000  # the largest family builds under 700; a corrupt depth asks for billions
+
+
+class _TooBig(Exception):
+    pass
+
+
+def check_buildable(model_cls: type[Tokenizer], config: TokenizerConfig, source: str,
+                    weights_bytes: int | None = None) -> None:
+    """Build the model on the meta device (shapes only) and refuse, before any real allocation, a config
+    whose weights would not fit in this machine's memory or far outgrow the weights file meant for them
+    (`weights_bytes`), that asks for more than MAX_SUBMODULES layers, or that the family's constructor
+    rejects. The build is watched as it goes, so a corrupt depth of 10**30 is refused at once."""
     import os
 
     try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    limit = memory if weights_bytes is None else min(memory or 2**62, 2 * weights_bytes + 2**28)
+    counted = {"modules": 0, "bytes": 0}
+
+    def on_module(module, name, submodule):
+        counted["modules"] += 1
+        if counted["modules"] > MAX_SUBMODULES:
+            raise _TooBig(f"more than {MAX_SUBMODULES:,} layers")
+
+    def on_tensor(module, name, tensor):
+        if tensor is not None:
+            counted["bytes"] += tensor.numel() * tensor.element_size()
+        if limit is not None and counted["bytes"] > limit:
+            raise _TooBig(f"more than {limit / 2**30:.1f} GiB of weights")
+
+    from torch.nn.modules import module as torch_module
+
+    hooks = [torch_module.register_module_module_registration_hook(on_module),
+             torch_module.register_module_parameter_registration_hook(on_tensor),
+             torch_module.register_module_buffer_registration_hook(on_tensor)]
+    try:
         with torch.device("meta"):
-            probe = model_cls(config)
+            model_cls(config)
+    except _TooBig as e:
+        where = (f"the {weights_bytes / 2**20:.1f} MiB weights file beside it" if weights_bytes is not None
+                 else f"this machine's {memory / 2**30:.1f} GiB of memory")
+        raise CheckpointError(f"{source} describes a {model_cls.__name__} of {e}, far beyond {where}; the config is "
+                              "corrupt or was not saved with these weights.") from None
     except TokenizerError:
         raise
     except Exception:  # a constructor that computes with its tensors cannot run on meta: the real build will say
         return
-    size = sum(t.numel() * t.element_size() for t in [*probe.parameters(), *probe.buffers()])
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if size > memory:
-        raise CheckpointError(f"{source} asks for a model of {size / 2**30:.1f} GiB of weights, more than this "
-                              f"machine's {memory / 2**30:.1f} GiB of memory; the config is corrupt or meant for "
-                              "another machine.")
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _registered_names() -> set[str]:
@@ -458,6 +491,9 @@ def tokenizer_class(architecture: str | None, source: str = "config") -> type[To
     """The Tokenizer subclass a config.json names (families register when zoo.models is imported)."""
     if architecture is None:
         raise CheckpointError(f"{source} names no 'architecture'; it was not written by the zoo.")
+    if not isinstance(architecture, str):
+        raise CheckpointError(f"{source} gives the architecture as a JSON {type(architecture).__name__}, not a name; "
+                              "it is corrupt: re-export the model.")
     if architecture not in ARCHITECTURES:
         # `import zoo` loads the families on first use; one who imported only this module has not yet
         # (by name: the base API does not depend on the families, it only lets them register)

@@ -10,6 +10,10 @@ from safetensors.torch import load_file, save_file
 
 from zoo.errors import TokenizerError
 
+# the metadata the zoo reads back from a token file, and the JSON kind each must have
+META_KINDS = {"model": str, "checkpoint": str, "modality": str, "weights_sha256": str, "source_file": str,
+              "num_samples": int, "sample_rate": int}
+
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     """(B,) lengths -> (B, max_length) bool mask, True on valid positions (those before each length)."""
@@ -75,6 +79,11 @@ class Tokens:
         if not isinstance(meta, dict):
             raise TokenizerError(f"{path}'s metadata holds a JSON {type(meta).__name__}, not an object; "
                                  "write the tokens again with zoo encode.")
+        for key, kind in META_KINDS.items():
+            value = meta.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise TokenizerError(f"{path}'s metadata gives {key!r} as a JSON {type(value).__name__}, not a "
+                                     f"{'string' if kind is str else 'whole number'}; write the tokens again with zoo encode.")
         codes = tensors["codes"]
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise TokenizerError(f"{path}'s codes are {codes.dtype}, not integers; it was not written by zoo encode.")
