@@ -266,8 +266,11 @@ class TokenFileReader(Reader):
             code = main(["decode", str(path), "--model", str(self.folder), "--out", str(out)])
         if code not in (0, 1):
             raise AssertionError(f"zoo decode exited {code}")
-        if code == 1:
-            raise TokenizerError(err.getvalue().strip())  # what the CLI printed: one of ours
+        if code == 1:  # the CLI caught one of ours: its last line (a note may come before it)
+            last = err.getvalue().strip().splitlines()[-1]
+            if not last.startswith("zoo: error: "):
+                raise AssertionError(f"zoo decode exited 1 saying {last!r}")
+            raise TokenizerError(last)
 
 
 class ImageReader(Reader):

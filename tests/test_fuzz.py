@@ -1,0 +1,47 @@
+"""Every reader of untrusted bytes, fuzzed for a bounded time (tests/fuzz_readers.py): only our error
+types come out, and the process's peak memory stays bounded."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+READERS = ["weights", "checkpoint", "config", "tokens", "image", "audio"]
+PEAK_MEMORY_LIMIT = 1.5 * 2**30  # torch and the tiny models take about a third of it
+
+
+def fuzz(tmp_path: Path, seconds: float, seed: int) -> tuple[list[dict], float]:
+    out = tmp_path / "fuzz.jsonl"
+    with open(out, "w") as stdout, open(tmp_path / "fuzz.err", "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(HERE / "fuzz_readers.py"), "--seconds", str(seconds),
+                                    "--seed", str(seed)], stdout=stdout, stderr=stderr,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        _, status, usage = os.wait4(process.pid, 0)  # wait4: the child's own peak resident memory
+        process.returncode = os.waitstatus_to_exitcode(status)
+    results = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    findings = [(r["reader"], f) for r in results for f in r["findings"]]
+    assert process.returncode == 0 and not findings, (findings[:5], (tmp_path / "fuzz.err").read_text()[-2000:])
+    return results, usage.ru_maxrss * 1024  # KiB on Linux
+
+
+def check(results: list[dict], peak: float, min_cases: int) -> None:
+    assert [r["reader"] for r in results] == READERS
+    for r in results:
+        assert r["cases"] >= min_cases, r
+        assert set(r["outcomes"]) <= {"read", "TokenizerError", "CheckpointError"}, r
+        assert r["outcomes"].get("read", 0) > 0 and r["cases"] - r["outcomes"].get("read", 0) > 0, r  # both kinds met
+    assert peak < PEAK_MEMORY_LIMIT, f"peak memory {peak / 2**20:.0f} MiB"
+
+
+def test_readers_of_untrusted_bytes_raise_only_our_errors_in_bounded_memory(tmp_path):
+    results, peak = fuzz(tmp_path, seconds=1.5, seed=0)
+    check(results, peak, min_cases=15)
+
+
+@pytest.mark.slow
+def test_readers_fuzzed_longer_on_another_seed(tmp_path):
+    results, peak = fuzz(tmp_path, seconds=8, seed=1)
+    check(results, peak, min_cases=100)
