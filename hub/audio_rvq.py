@@ -31,7 +31,9 @@ _CODEBOOK_NAMES = {"embed": "codebook", "embed_avg": "code_sum", "cluster_size":
 _WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
-def _seanet_key(part: str, index: str, rest: str) -> str:
+def seanet_key(part: str, index: str, rest: str) -> str:
+    """An EnCodec SEANet key (`{part}.model.{index}.{rest}`, SConv1d's nested `conv.conv` and legacy
+    weight_g / weight_v) -> ours."""
     rest = rest.replace("conv.conv.", "conv.").replace("convtr.convtr.", "conv.")
     head, _, leaf = rest.rpartition(".")
     leaf = _WEIGHT_NORM.get(leaf, leaf)
@@ -45,7 +47,7 @@ def convert_official_rvq_codec(state: dict[str, torch.Tensor], config: RVQCodecC
     unknown = []
     for key, value in state.items():
         if m := _SEANET_KEY.match(key):
-            out[_seanet_key(*m.groups())] = value
+            out[seanet_key(*m.groups())] = value
         elif m := _CODEBOOK_KEY.match(key):
             layer, name = m.groups()
             if name != "inited":  # set below for every layer

@@ -10,8 +10,8 @@ reader is drawn from (seed, reader, i) alone, so a finding replays with --replay
     python tests/fuzz_readers.py --seconds 2 --seed 0          # every reader, 2 s each
     python tests/fuzz_readers.py --only image --replay image:17  # one case, with its traceback
 
-Prints one JSON line per reader ({"reader", "cases", "outcomes": {name: count}, "findings": [...]})
-and exits 1 when there is a finding.
+Prints one JSON line per reader ({"reader", "cases", "outcomes": {name: count}, "findings": [...]}),
+then the process's peak resident memory ({"peak_resident_bytes"}), and exits 1 when there is a finding.
 """
 from __future__ import annotations
 
@@ -400,7 +400,20 @@ def main(argv: list[str] | None = None) -> int:
             result = run_reader(READERS[name](work), args.seed, args.seconds, args.max_cases, replay, args.verbose)
             print(json.dumps(result), flush=True)
             found |= bool(result["findings"])
+    print(json.dumps({"peak_resident_bytes": peak_resident_bytes()}), flush=True)
     return 1 if found else 0
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's peak resident memory since it started (VmHWM: after exec, unlike getrusage's
+    ru_maxrss, which keeps the peak of the process it was forked from); None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -14,17 +14,16 @@ PEAK_MEMORY_LIMIT = 1.5 * 2**30  # torch and the tiny models take about a third 
 
 
 def fuzz(tmp_path: Path, seconds: float, seed: int) -> tuple[list[dict], float]:
-    out = tmp_path / "fuzz.jsonl"
-    with open(out, "w") as stdout, open(tmp_path / "fuzz.err", "w") as stderr:
-        process = subprocess.Popen([sys.executable, str(HERE / "fuzz_readers.py"), "--seconds", str(seconds),
-                                    "--seed", str(seed)], stdout=stdout, stderr=stderr,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-        _, status, usage = os.wait4(process.pid, 0)  # wait4: the child's own peak resident memory
-        process.returncode = os.waitstatus_to_exitcode(status)
-    results = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    done = subprocess.run([sys.executable, str(HERE / "fuzz_readers.py"), "--seconds", str(seconds), "--seed", str(seed)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    results = [r for r in lines if "reader" in r]
     findings = [(r["reader"], f) for r in results for f in r["findings"]]
-    assert process.returncode == 0 and not findings, (findings[:5], (tmp_path / "fuzz.err").read_text()[-2000:])
-    return results, usage.ru_maxrss * 1024  # KiB on Linux
+    assert done.returncode == 0 and not findings, (findings[:5], done.stderr[-2000:])
+    peak = next(r["peak_resident_bytes"] for r in lines if "peak_resident_bytes" in r)
+    if peak is None:
+        pytest.skip("no /proc/self/status here to read the peak memory from")
+    return results, peak
 
 
 def check(results: list[dict], peak: float, min_cases: int) -> None:
@@ -43,5 +42,5 @@ def test_readers_of_untrusted_bytes_raise_only_our_errors_in_bounded_memory(tmp_
 
 @pytest.mark.slow
 def test_readers_fuzzed_longer_on_another_seed(tmp_path):
-    results, peak = fuzz(tmp_path, seconds=8, seed=1)
-    check(results, peak, min_cases=100)
+    results, peak = fuzz(tmp_path, seconds=4, seed=1)
+    check(results, peak, min_cases=50)

@@ -258,7 +258,8 @@ def test_no_command_writes_over_its_inputs_or_its_own_outputs(tmp_path, capsys):
 SHRINK = dict(encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
               pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4, dimension=32,
               lstm_layers=0, semantic_dimension=16, context_dimension=16, fusion_heads=2,
-              vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4)
+              vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4,
+              backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1)
 
 
 def registered_names() -> list[str]:

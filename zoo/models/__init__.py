@@ -4,3 +4,4 @@ from zoo.models.image import flextok  # noqa: F401
 from zoo.models.audio import speechtokenizer  # noqa: F401
 from zoo.models.audio import dmcodec  # noqa: F401
 from zoo.models.audio import fusecodec  # noqa: F401
+from zoo.models.audio import wavtokenizer  # noqa: F401

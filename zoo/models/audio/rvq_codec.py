@@ -233,11 +233,7 @@ class RVQCodec(AudioTokenizer):
 
     def _encode_latent_chunked(self, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
         """encode_latent(wav) with the convolutions before the LSTM run chunk by chunk: (B, N, D)."""
-        convolutions, recurrent = self.encoder.split_at_lstm()
-        context = math.ceil(receptive_field_of(convolutions) / self.hop_length) + 1
-        hidden = _run_in_chunks(convolutions, wav, self.num_frames(wav.shape[-1]), chunk_frames, context,
-                                in_per_frame=self.hop_length, out_per_frame=1)
-        return rearrange(recurrent(hidden), "b d n -> b n d")
+        return seanet_latent_in_chunks(self.encoder, wav, chunk_frames)
 
     def semantic_tokens(self, wav: torch.Tensor, **opts) -> torch.Tensor:
         """The first RVQ layer's codes alone (content), (B, N)."""
@@ -256,9 +252,24 @@ class RVQCodec(AudioTokenizer):
         return wav if num_samples is None else wav[..., :num_samples]
 
     def _chunk_frames(self, chunk_seconds: float) -> int:
-        if chunk_seconds <= 0:
-            raise TokenizerError(f"chunk_seconds must be > 0, got {chunk_seconds}.")
-        return max(1, round(chunk_seconds * self.sample_rate / self.hop_length))
+        return chunk_frames_of(chunk_seconds, self.sample_rate, self.hop_length)
+
+
+def chunk_frames_of(chunk_seconds: float, sample_rate: int, hop_length: int) -> int:
+    """The chunk_seconds option as a whole number of frames (at least one); > 0 checked."""
+    if not chunk_seconds > 0:
+        raise TokenizerError(f"chunk_seconds must be > 0, got {chunk_seconds}.")
+    return max(1, round(chunk_seconds * sample_rate / hop_length))
+
+
+def seanet_latent_in_chunks(encoder: SEANetEncoder, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """encoder(wav) as (B, N, D), with the convolutions before the LSTM run `chunk_frames` frames at a
+    time (with their receptive field as context) and the LSTM over the whole frame sequence."""
+    convolutions, recurrent = encoder.split_at_lstm()
+    context = math.ceil(receptive_field_of(convolutions) / encoder.hop_length) + 1
+    hidden = _run_in_chunks(convolutions, wav, math.ceil(wav.shape[-1] / encoder.hop_length), chunk_frames, context,
+                            in_per_frame=encoder.hop_length, out_per_frame=1)
+    return rearrange(recurrent(hidden), "b d n -> b n d")
 
 
 def _run_in_chunks(layers: nn.Module, x: torch.Tensor, num_frames: int, chunk_frames: int, context_frames: int,
