@@ -20,17 +20,7 @@ import zoo.kernels as K  # noqa: E402
 from zoo.kernels import activations, norms, scalar_quant  # noqa: E402
 from zoo.kernels.nearest_code import nearest_code_reference, residual_nearest_codes_reference  # noqa: E402
 
-# triton 3.5's interpreter calls int() on 1-element arrays, which numpy >= 2.4 refuses
-# (triton-lang/triton#9171); read the element explicitly. Test-only shim.
-_patch_lang_tensor = interpreter._patch_lang_tensor
-
-
-def _patch_lang_tensor_numpy24(tensor):
-    _patch_lang_tensor(tensor)
-    tensor.__index__ = lambda self: int(np.asarray(self.handle.data).reshape(-1)[0])
-
-
-interpreter._patch_lang_tensor = _patch_lang_tensor_numpy24
+import triton_interpreter_shim  # noqa: E402,F401  (numpy >= 2.4 under triton 3.5's interpreter)
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
 
