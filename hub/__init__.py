@@ -5,6 +5,7 @@ from zoo.hub.registry import ModelEntry, WeightSource, create, list_models, load
 from zoo.hub import image_titok  # noqa: F401,E402
 from zoo.hub import audio_rvq  # noqa: F401,E402
 from zoo.hub import audio_wavtokenizer  # noqa: F401,E402
+from zoo.hub import audio_lmspt  # noqa: F401,E402
 from zoo.hub import image_flextok  # noqa: F401,E402
 from zoo.hub import defaults  # noqa: F401,E402
 

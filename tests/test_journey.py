@@ -259,7 +259,8 @@ SHRINK = dict(encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=
               pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4, dimension=32,
               lstm_layers=0, semantic_dimension=16, context_dimension=16, fusion_heads=2,
               vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4,
-              backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1)
+              backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
+              encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
 
 
 def registered_names() -> list[str]:

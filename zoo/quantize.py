@@ -507,3 +507,124 @@ class LookupFreeQuantizer(nn.Module):
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, N) -> quantized latents (B, N, D)."""
         return self.lfq.indices_to_codes(codes.long())
+
+
+class FactorizedQuantizerOutput(NamedTuple):
+    """The training pass of a factorized (DAC-style) quantizer."""
+
+    quantized: torch.Tensor        # (B, N, D) projected back, gradient straight through to z
+    codes: torch.Tensor            # (B, N) or (B, N, n_q) long
+    commitment_loss: torch.Tensor  # (B,) mean squared distance of the projected z to its code (pulls the encoder)
+    codebook_loss: torch.Tensor    # (B,) the same distance, pulling the codes (the codebook learns by gradient)
+
+
+class FactorizedVectorQuantizer(nn.Module):
+    """One codebook searched in a small projected space (Improved VQGAN's factorized, l2-normalized codes,
+    as DAC and LM-SPT use them): z (B, N, D) is projected to `codebook_dim` by a weight-normalised 1x1
+    conv, the nearest code is found by cosine similarity (the fused search), and the code's raw row (not
+    its normalised one) is projected back. The codebook is an nn.Embedding learned by gradient.
+
+    State dict: in_proj.* / out_proj.* (weight-normalised 1x1 convs: parametrizations.weight.original0 /
+    original1, bias) and codebook.weight (K, codebook_dim)."""
+
+    def __init__(self, dim: int, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        from torch.nn.utils.parametrizations import weight_norm
+
+        self.dim, self.codebook_size, self.codebook_dim = dim, codebook_size, codebook_dim
+        self.in_proj = weight_norm(nn.Conv1d(dim, codebook_dim, kernel_size=1))
+        self.out_proj = weight_norm(nn.Conv1d(codebook_dim, dim, kernel_size=1))
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """(codebook_size,): one codebook."""
+        return (self.codebook_size,)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> the searched space (B, N, codebook_dim)."""
+        _check_latents(z, self.dim, "FactorizedVectorQuantizer")
+        return self.in_proj(z.transpose(1, 2)).transpose(1, 2)
+
+    def search(self, projected: torch.Tensor) -> torch.Tensor:
+        """(B, N, codebook_dim) -> codes (B, N): the largest cosine similarity (the fused search on
+        l2-normalized rows)."""
+        flat = F.normalize(projected.reshape(-1, self.codebook_dim), dim=-1)
+        return nearest_code(flat, F.normalize(self.codebook.weight, dim=-1), cosine=True).view(projected.shape[:-1])
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> codes (B, N)."""
+        return self.search(self.project(z))
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> (B, N, D): the codes' raw rows, projected back."""
+        return self.out_proj(self.codebook(codes.long()).transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, z: torch.Tensor) -> FactorizedQuantizerOutput:
+        projected = self.project(z)
+        with torch.no_grad():
+            codes = self.search(projected)
+        rows = self.codebook(codes)
+        commitment = F.mse_loss(projected, rows.detach(), reduction="none").mean((1, 2))
+        codebook_loss = F.mse_loss(rows, projected.detach(), reduction="none").mean((1, 2))
+        through = projected + (rows - projected).detach()
+        return FactorizedQuantizerOutput(self.out_proj(through.transpose(1, 2)).transpose(1, 2), codes, commitment,
+                                         codebook_loss)
+
+
+class ResidualFactorizedQuantizer(nn.Module):
+    """`num_quantizers` FactorizedVectorQuantizers, each on what the previous ones left (DAC's RVQ).
+    Training with `quantizer_dropout` p: a fraction p of each batch's items use only a random number of
+    leading layers (1 to all), so that any prefix decodes. State dict: quantizers.{i}.*."""
+
+    def __init__(self, dim: int, num_quantizers: int, codebook_size: int, codebook_dim: int,
+                 quantizer_dropout: float = 0.0):
+        super().__init__()
+        if not 0 <= quantizer_dropout <= 1:
+            raise TokenizerError(f"quantizer_dropout must lie in [0, 1], got {quantizer_dropout}.")
+        self.dim, self.num_quantizers, self.quantizer_dropout = dim, num_quantizers, quantizer_dropout
+        self.quantizers = nn.ModuleList(FactorizedVectorQuantizer(dim, codebook_size, codebook_dim)
+                                        for _ in range(num_quantizers))
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """One codebook size per residual layer."""
+        return tuple(q.codebook_size for q in self.quantizers)
+
+    def check_n_q(self, n_q: int | None) -> int:
+        """n_q checked against the number of layers (None: all of them)."""
+        n_q = self.num_quantizers if n_q is None else n_q
+        if not 1 <= n_q <= self.num_quantizers:
+            raise TokenizerError(f"n_q must be between 1 and {self.num_quantizers}, got {n_q}.")
+        return n_q
+
+    def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """(B, N, D) -> codes (B, N, n_q)."""
+        residual, codes = z, []
+        for layer in self.quantizers[:self.check_n_q(n_q)]:
+            codes.append(layer.encode(residual))
+            residual = residual - layer.codes_to_latents(codes[-1])
+        return torch.stack(codes, dim=-1)
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N, n_q) -> the summed latents (B, N, D)."""
+        self.check_n_q(codes.shape[-1])
+        return sum(layer.codes_to_latents(codes[..., i]) for i, layer in enumerate(self.quantizers[:codes.shape[-1]]))
+
+    def forward(self, z: torch.Tensor) -> FactorizedQuantizerOutput:
+        batch = z.shape[0]
+        layers_used = torch.full((batch,), self.num_quantizers, device=z.device)
+        if self.training and self.quantizer_dropout > 0:
+            dropped = int(batch * self.quantizer_dropout)
+            layers_used[:dropped] = torch.randint(1, self.num_quantizers + 1, (dropped,), device=z.device)
+        quantized, residual, codes = torch.zeros_like(z), z, []
+        commitment = codebook_loss = z.new_zeros(())
+        for i, layer in enumerate(self.quantizers):
+            out = layer(residual)
+            used = (i < layers_used).to(z.dtype)  # (B,)
+            quantized = quantized + out.quantized * used[:, None, None]
+            residual = residual - out.quantized
+            commitment = commitment + (out.commitment_loss * used).mean()
+            codebook_loss = codebook_loss + (out.codebook_loss * used).mean()
+            codes.append(out.codes)
+        return FactorizedQuantizerOutput(quantized, torch.stack(codes, dim=-1), commitment, codebook_loss)

@@ -32,12 +32,13 @@ from zoo.kernels.nearest_code import (nearest_code, nearest_code_reference, resi
                                       residual_nearest_codes_reference)
 
 FAMILIES = ("titok-s-128", "titok-l-32", "onedpiece-s-256", "flextok-d12-d12-in1k", "speechtokenizer-hubert-avg",
-            "dmcodec-lm", "wavtokenizer-small-75-24k")
+            "dmcodec-lm", "wavtokenizer-small-75-24k", "lmspt-12.5hz")
 # dry run: the families at a size a CPU test runs in seconds (fields a family lacks are skipped)
 TINY = dict(image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1,
             decoder_heads=2, pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4,
             dimension=32, lstm_layers=0, semantic_dimension=16, vae_block_channels=(8, 8, 8, 8),
-            vae_layers_per_block=1, vae_norm_groups=4, backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1)
+            vae_layers_per_block=1, vae_norm_groups=4, backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
+            encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:

@@ -5,3 +5,4 @@ from zoo.models.audio import speechtokenizer  # noqa: F401
 from zoo.models.audio import dmcodec  # noqa: F401
 from zoo.models.audio import fusecodec  # noqa: F401
 from zoo.models.audio import wavtokenizer  # noqa: F401
+from zoo.models.audio import lmspt  # noqa: F401
