@@ -110,3 +110,39 @@ def test_the_training_pass_feeds_both_decoders_and_every_codebook():
     codebooks = [model.semantic_quantizer.quantizers[0].codebook.weight.grad,
                  *(q.codebook.weight.grad for q in model.acoustic_quantizer.quantizers)]
     assert all(g is not None and g.abs().sum() > 0 for g in codebooks)  # the codebook losses reach every codebook
+
+
+def test_the_resynthesis_term_trains_the_semantic_path_only_through_the_frozen_teacher():
+    from zoo.teachers import RandomSpeechTeacher
+    from zoo.training.speech_data import SpeechBatch
+    from zoo.training.terms import SemanticResynthesis, TeacherTargets
+
+    model = tiny(seed=6).train()
+    teacher = RandomSpeechTeacher(dim=8, sample_rate=16000, hop_length=320)
+    term = SemanticResynthesis(teacher)
+    term.bind(model)
+    wav = speech_like(2, 4800, seed=7)
+    lengths = torch.tensor([4800, 3600])
+    batch = SpeechBatch(wav, lengths, torch.zeros(2, dtype=torch.long), lengths, ["", ""], ["a", "b"])
+    loss = term(model(wav), TeacherTargets(batch, 24000, model.hop_length, 4800 // 240))
+    assert loss.ndim == 0 and loss > 0
+    loss.backward()
+    grads = lambda part: [p.grad for n, p in model.named_parameters() if n.startswith(part + ".")]  # noqa: E731
+    assert any(g is not None and g.abs().sum() > 0 for g in grads("semantic_encoder"))
+    assert any(g is not None and g.abs().sum() > 0 for g in grads("aux_decoder"))
+    assert all(g is None or g.abs().sum() == 0 for g in grads("acoustic_encoder") + grads("decoder"))
+    assert all(p.grad is None for p in teacher.parameters())  # frozen: gradients pass through, never into it
+
+
+def test_the_resynthesis_term_says_what_it_needs():
+    from zoo.teachers import RandomSpeechTeacher
+    from zoo.training.terms import SemanticResynthesis
+
+    class NoGradients(RandomSpeechTeacher):
+        passes_gradients = False
+
+    with pytest.raises(TokenizerError, match="needs a teacher that passes gradients to its input; NoGradients does not"):
+        SemanticResynthesis(NoGradients()).bind(tiny())
+    codec = zoo.create("speechtokenizer-hubert-avg", n_filters=4, dimension=32, lstm_layers=0, semantic_dimension=16)
+    with pytest.raises(TokenizerError, match="rebuilds speech from its semantic tokens alone .* SpeechTokenizer does not"):
+        SemanticResynthesis(RandomSpeechTeacher()).bind(codec)

@@ -139,6 +139,7 @@ def _went_down(values: list[float], k: int = 5, margin: float = 0.0) -> bool:
     ("dmcodec-tiny.yaml", ["train/context", "train/semantic"]),
     ("fusecodec-tiny.yaml", ["train/semantic_global", "train/context_global", "train/context_aligned"]),
     ("wavtokenizer-tiny.yaml", []),  # one codebook, Vocos decoder: the codec losses alone
+    ("lmspt-tiny.yaml", ["train/resynthesis"]),  # the semantic tokens' speech, judged by a frozen encoder
 ])
 def test_tiny_recipe_trains_and_losses_go_down(recipe, distill_terms, speech_dir, tmp_path):
     """The recipe's own step count; mean of the first five batches against the last five."""

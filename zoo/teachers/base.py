@@ -6,7 +6,8 @@ per second; text teachers produce one vector per token and a `durations` weight 
 (its number of characters) that the distillation losses use to spread tokens over frames.
 
 Teachers are frozen: no parameter needs a gradient, they stay in eval mode whatever `train()`
-is asked, and `features` runs under no_grad.
+is asked, and `features` runs under no_grad. Torch speech teachers also offer `features_with_grad`,
+through which gradients reach the input (for a loss on audio the codec produced).
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class Teacher(nn.Module):
 
     input_kind: ClassVar[Literal["audio", "text", "key"]] = "audio"
     modality: str = "speech"
+    # True: `features_with_grad` lets gradients reach the input (a torch network; the weights stay frozen)
+    passes_gradients: ClassVar[bool] = False
 
     def __init__(self, dim: int, frame_rate: float | None = None, sample_rate: int | None = None):
         super().__init__()
@@ -66,6 +69,17 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def features(self, inputs, lengths: torch.Tensor | None = None) -> TeacherFeatures:
         """Audio (B, 1, T) or a list of strings -> TeacherFeatures, inputs and output checked."""
+        return self._checked_features(inputs, lengths)
+
+    def features_with_grad(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> TeacherFeatures:
+        """`features` of audio with gradients flowing back into `wav` (the teacher's weights stay frozen):
+        for terms that judge what the codec itself made, as LM-SPT's resynthesis does."""
+        if not self.passes_gradients or self.input_kind != "audio":
+            raise TokenizerError(f"{type(self).__name__} cannot pass gradients to its input (it is not a torch network "
+                                 "on audio); use a torch speech teacher such as zoo.teachers.SpeechSSLTeacher.")
+        return self._checked_features(wav, lengths)
+
+    def _checked_features(self, inputs, lengths: torch.Tensor | None) -> TeacherFeatures:
         if self.input_kind == "audio":
             if not isinstance(inputs, torch.Tensor) or inputs.ndim != 3 or inputs.shape[1] != 1:
                 raise TokenizerError(f"{type(self).__name__} takes audio of shape (B, 1, T) at "

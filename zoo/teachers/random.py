@@ -14,6 +14,7 @@ class RandomSpeechTeacher(Teacher):
 
     input_kind = "audio"
     modality = "speech"
+    passes_gradients = True
 
     def __init__(self, dim: int = 16, sample_rate: int = 16000, hop_length: int = 320, seed: int = 0):
         super().__init__(dim, frame_rate=sample_rate / hop_length, sample_rate=sample_rate)

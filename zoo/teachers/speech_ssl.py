@@ -37,6 +37,7 @@ class SpeechSSLTeacher(Teacher):
 
     input_kind = "audio"
     modality = "speech"
+    passes_gradients = True
 
     def __init__(self, bundle: str = "HUBERT_BASE", layer: int | None = None, weights_path: str | None = None):
         from torchaudio.pipelines._wav2vec2 import utils as pipeline_utils

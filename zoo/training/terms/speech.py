@@ -55,3 +55,42 @@ class GlobalSemanticSupervision(Term):
     def forward(self, out, targets: TeacherTargets) -> torch.Tensor:
         feats = targets.features(self.teacher)
         return D.global_supervision_loss(out.semantic_features, targets.frame_mask, feats.features, feats.lengths)
+
+
+class SemanticResynthesis(Term):
+    """LM-SPT's distillation through resynthesis: speech rebuilt from the semantic tokens alone (the codec's
+    auxiliary decoder: `semantic_reconstruction` of its training forward, at its `aux_sample_rate`) must
+    give the frozen teacher (an ASR encoder) the features the original speech gives. The teacher's
+    gradients reach the codec through the rebuilt audio (`Teacher.features_with_grad`), so the semantic
+    encoder and codebook learn what the ASR encoder hears. Per-frame L1 + cosine (the 't'-axis loss) over
+    the original's valid frames."""
+
+    default_name = "resynthesis"
+
+    def bind(self, codec) -> None:
+        if not self.teacher.passes_gradients:
+            raise TokenizerError(f"{self.name} needs a teacher that passes gradients to its input; "
+                                 f"{type(self.teacher).__name__} does not (use zoo.teachers.SpeechSSLTeacher, or "
+                                 "RandomSpeechTeacher in tests).")
+        rate = getattr(getattr(codec, "config", None), "aux_sample_rate", None)
+        if not isinstance(rate, int):
+            raise TokenizerError(f"{self.name} needs a codec whose training forward rebuilds speech from its semantic "
+                                 f"tokens alone (semantic_reconstruction, as LM-SPT's does); {type(codec).__name__} "
+                                 "does not.")
+        self.aux_sample_rate = rate
+
+    def forward(self, out, targets: TeacherTargets) -> torch.Tensor:
+        import torchaudio.functional as AF
+
+        from zoo.tokens import lengths_to_mask
+
+        teacher = self.teacher
+        original = targets.features(teacher)  # (B, T, D) of the input, no gradient
+        rebuilt = out.semantic_reconstruction
+        if self.aux_sample_rate != teacher.sample_rate:
+            rebuilt = AF.resample(rebuilt, self.aux_sample_rate, teacher.sample_rate)
+        lengths = torch.div(targets.batch.lengths * teacher.sample_rate, targets.sample_rate, rounding_mode="floor")
+        heard = teacher.features_with_grad(rebuilt, lengths.clamp(max=rebuilt.shape[-1]).to(rebuilt.device))
+        frames = min(heard.features.shape[1], original.features.shape[1])
+        mask = lengths_to_mask(original.lengths.clamp(max=frames).to(rebuilt.device), frames)
+        return D.t_axis_loss(heard.features[:, :frames], original.features[:, :frames], mask)
