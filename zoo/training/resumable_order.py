@@ -1,10 +1,11 @@
 """The training order of a folder data module, resumable mid-epoch.
 
 An uninterrupted run and one killed mid-epoch and resumed from its last checkpoint must see the same
-items, in the same order, with the same random crops. Lightning's prefetching and the DataLoader's
-seed draw both touch the global random state at moments that differ between the two runs, so
-nothing here reads it: each epoch's permutation and each item's crop seed come from (seed, epoch)
-alone, and the loader's state in every checkpoint says how many batches of the epoch were done.
+items, in the same order, with the same random crops. A plain DataLoader shuffles from, and draws its
+workers' seed out of, the global random state when an epoch's iterator is made, which a resumed run
+does at another moment; so nothing here reads that state: each epoch's permutation and each item's
+crop seed come from (seed, epoch) alone, and the loader's state in every checkpoint says how many
+batches of the epoch were done.
 
 Under DDP Lightning shards the data with its own sampler; there a resume is exact at epoch ends.
 """
