@@ -81,11 +81,23 @@ def decode_options(model, defect: str | None) -> dict:
             "guidance_scale": float("nan") if defect == "guidance NaN" else 7.5}
 
 
-def run(model, call):
-    """call() with warnings (documented corrections) silenced; TokenizerError passes through."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return call()
+def encode_and_decode(model, x, encode_options: dict, decode_options: dict, defect: str | None):
+    """(tokens, output) of a case that must work, None for one that must be refused: a case with a defect
+    raises one single-line TokenizerError, a well-formed one returns (warnings, the documented
+    corrections, are silenced)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokens = model.encode(x, **encode_options)
+            out = model.decode(tokens, **decode_options)
+    except TokenizerError as e:
+        assert defect is not None, f"a well-formed case was refused: {e}"
+        assert "\n" not in str(e).strip()
+        event("refused")
+        return None
+    assert defect is None, f"{defect}: accepted ({tuple(x.shape)} {x.dtype} {encode_options} {decode_options})"
+    event("decoded")
+    return tokens, out
 
 
 # ---- images -----------------------------------------------------------------------------------------
@@ -137,16 +149,10 @@ def image_cases(draw, model):
 def test_image_encode_decode_is_an_output_of_the_documented_shape_or_one_clear_error(architecture, data):
     model = model_of(architecture)
     x, encode_options, decode_options, defect = data.draw(image_cases(model))
-    try:
-        tokens = run(model, lambda: model.encode(x, **encode_options))
-        out = run(model, lambda: model.decode(tokens, **decode_options))
-    except TokenizerError as e:
-        assert defect is not None, f"a well-formed case was refused: {e}"
-        assert "\n" not in str(e).strip()
-        event("refused")
+    done = encode_and_decode(model, x, encode_options, decode_options, defect)
+    if done is None:
         return
-    assert defect is None, f"{defect}: accepted ({tuple(x.shape)} {x.dtype} {encode_options} {decode_options})"
-    event("decoded")
+    tokens, out = done
     batch, size = x.shape[0], model.image_size
     assert out.shape == (batch, 3, size, size) and bool(torch.isfinite(out).all())
     assert tokens.codes.shape[0] == batch
@@ -211,16 +217,10 @@ def test_audio_encode_decode_is_an_output_of_the_documented_shape_or_one_clear_e
     model = model_of(architecture)
     wav, options, defect = data.draw(audio_cases(model))
     decode_options = {k: v for k, v in options.items() if k in model.declared_options("decode")}
-    try:
-        tokens = run(model, lambda: model.encode(wav, **options))
-        out = run(model, lambda: model.decode(tokens, **decode_options))
-    except TokenizerError as e:
-        assert defect is not None, f"a well-formed case was refused: {e}"
-        assert "\n" not in str(e).strip()
-        event("refused")
+    done = encode_and_decode(model, wav, options, decode_options, defect)
+    if done is None:
         return
-    assert defect is None, f"{defect}: accepted ({tuple(wav.shape)} {wav.dtype} {options})"
-    event("decoded")
+    tokens, out = done
     batch, length = wav.shape[0], wav.shape[-1]
     layers = options.get("n_q") or len(model.codebook_sizes)
     assert tokens.codes.shape[:2] == (batch, layers) and tokens.codes.shape[2] == math.ceil(length / model.hop_length)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from scale_probe import state_fingerprint
 
 import zoo
@@ -15,21 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "onedpiece" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    from skimage import data
-
-    from zoo.io import write_image
-
-    folder = tmp_path_factory.mktemp("images")
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
-        image = torch.from_numpy(getattr(data, name)()[..., :3].copy()).permute(2, 0, 1).float() / 255
-        write_image(folder / f"{name}.png", torch.nn.functional.interpolate(image[None], size=(96, 96), antialias=True,
-                                                                            mode="bilinear")[0].clamp(0, 1))
-    return folder
-
-
-def fit(tmp: Path, image_dir: Path, *args: str) -> None:
+def fit(tmp: Path, photo_dir: Path, *args: str) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     extra = tmp / "extra.yaml"
     extra.write_text(
@@ -44,7 +29,7 @@ def fit(tmp: Path, image_dir: Path, *args: str) -> None:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "zoo.cli", "fit", "--config", str(RECIPE), "--config", str(extra),
-               "--data.init_args.train_dir", str(image_dir), "--data.init_args.repeat", "8",
+               "--data.init_args.train_dir", str(photo_dir), "--data.init_args.repeat", "8",
                "--data.init_args.num_val_images", "0", "--trainer.default_root_dir", str(tmp), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -55,8 +40,8 @@ def probes(tmp: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_see_different_data_and_save_one_model(tmp_path, image_dir):
-    fit(tmp_path, image_dir, "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.devices", "2", "--trainer.max_steps", "4")
+def test_ddp_two_processes_see_different_data_and_save_one_model(tmp_path, photo_dir):
+    fit(tmp_path, photo_dir, "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.devices", "2", "--trainer.max_steps", "4")
     ranks = probes(tmp_path)
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
     assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 4
@@ -69,11 +54,11 @@ def test_ddp_two_processes_see_different_data_and_save_one_model(tmp_path, image
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, image_dir):
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, photo_dir):
     whole, first, resumed = tmp_path / "whole", tmp_path / "first", tmp_path / "resumed"
-    fit(whole, image_dir, "--trainer.max_steps", "8")
-    fit(first, image_dir, "--trainer.max_steps", "4")  # stops here, as if killed after its checkpoint
-    fit(resumed, image_dir, "--trainer.max_steps", "8", "--ckpt_path", str(first / "ckpt" / "last.ckpt"))
+    fit(whole, photo_dir, "--trainer.max_steps", "8")
+    fit(first, photo_dir, "--trainer.max_steps", "4")  # stops here, as if killed after its checkpoint
+    fit(resumed, photo_dir, "--trainer.max_steps", "8", "--ckpt_path", str(first / "ckpt" / "last.ckpt"))
     assert probes(whole)[0]["step"] == probes(resumed)[0]["step"] == 8
     assert probes(resumed)[0]["weights"] == probes(whole)[0]["weights"]
     assert probes(first)[0]["weights"] != probes(whole)[0]["weights"]

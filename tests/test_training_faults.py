@@ -19,20 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "onedpiece" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    from skimage import data
-
-    from zoo.io import write_image
-
-    folder = tmp_path_factory.mktemp("images")
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
-        image = torch.from_numpy(getattr(data, name)()[..., :3].copy()).permute(2, 0, 1).float() / 255
-        small = torch.nn.functional.interpolate(image[None], size=(80, 80), antialias=True, mode="bilinear")[0]
-        write_image(folder / f"{name}.png", small.clamp(0, 1))
-    return folder
-
-
 def test_resumable_shuffle_reshuffles_each_epoch_and_starts_part_way():
     order = ResumableShuffle(10, seed=3)
     first = list(order)
@@ -49,7 +35,7 @@ def test_resumable_shuffle_reshuffles_each_epoch_and_starts_part_way():
     assert list(ended) == second
 
 
-def fit(root: Path, image_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def fit(root: Path, photo_dir: Path, *args: str) -> subprocess.CompletedProcess:
     extra = root / "extra.yaml"
     root.mkdir(parents=True, exist_ok=True)
     extra.write_text(
@@ -62,23 +48,23 @@ def fit(root: Path, image_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "zoo.cli", "fit", "--config", str(RECIPE), "--config", str(extra),
-               "--data.init_args.train_dir", str(image_dir), "--data.init_args.repeat", "16",  # 8 batches an epoch
+               "--data.init_args.train_dir", str(photo_dir), "--data.init_args.repeat", "16",  # 8 batches an epoch
                "--data.init_args.num_val_images", "0", "--trainer.default_root_dir", str(root),
                "--trainer.max_steps", "17", "--save_every_n_steps", "4", *options]  # 10 batches: into epoch 1
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_average_and_discriminator(tmp_path, image_dir):
-    whole = fit(tmp_path / "whole", image_dir)
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_average_and_discriminator(tmp_path, photo_dir):
+    whole = fit(tmp_path / "whole", photo_dir)
     assert whole.returncode == 0, whole.stderr[-3000:]
     # SIGKILL after batch 7 of 8: the newest last.ckpt is from batch 6, mid-epoch, discriminator on
-    killed = fit(tmp_path / "cut", image_dir, "{class_path: scale_probe.KillAt, init_args: {batches_done: 7}}")
+    killed = fit(tmp_path / "cut", photo_dir, "{class_path: scale_probe.KillAt, init_args: {batches_done: 7}}")
     assert killed.returncode == -9
     ckpt = torch.load(tmp_path / "cut/runs/onedpiece-tiny/version_0/checkpoints/last.ckpt", weights_only=True)
     position = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert ckpt["global_step"] == 9 and position["batches_done"] == 6 and position["epoch"] == ckpt["epoch"] == 0
-    resumed = fit(tmp_path / "cut", image_dir, "--ckpt_path", "last")
+    resumed = fit(tmp_path / "cut", photo_dir, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and "resuming from a checkpoint that ended before" not in resumed.stderr
     end, again = (json.loads((tmp_path / d / "probe" / "rank0.json").read_text()) for d in ("whole", "cut"))
@@ -102,14 +88,14 @@ class NaNAtBatch(ImageReconstruction):
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys,
-                                                                                     image_dir, one_thread):
+                                                                                     photo_dir, one_thread):
     from zoo.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     extra = tmp_path / "nan.yaml"
     extra.write_text("model:\n  class_path: test_training_faults.NaNAtBatch\n  init_args:\n    nan_at_batch: 5\n")
-    code = main(["fit", "--config", str(RECIPE), "--config", str(extra), "--data.init_args.train_dir", str(image_dir),
+    code = main(["fit", "--config", str(RECIPE), "--config", str(extra), "--data.init_args.train_dir", str(photo_dir),
                  "--data.init_args.num_val_images", "0", "--trainer.max_steps", "20", "--save_every_n_steps", "2",
                  "--trainer.enable_progress_bar", "false"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
