@@ -81,10 +81,10 @@ def test_every_name_encodes_and_decodes_256(name):
 @pytest.mark.parametrize("name", TITOK_NAMES + ONEDPIECE_NAMES)
 def test_every_name_full_size(name):
     model = zoo.create(name)
-    tokens = model.encode(images(2, 256))
+    tokens = model.encode(images(1, 256))  # one image: the shapes are the point, and full size is slow on CI
     n = model.config.num_tokens
-    assert (tokens.codes.shape == (2, n)) if model.config.bottleneck == "vq" else (tokens.latents.shape[:2] == (2, n))
-    assert model.decode(tokens).shape == (2, 3, 256, 256)
+    assert (tokens.codes.shape == (1, n)) if model.config.bottleneck == "vq" else (tokens.latents.shape[:2] == (1, n))
+    assert model.decode(tokens).shape == (1, 3, 256, 256)
 
 
 # ---- variable length ----------------------------------------------------------------------

@@ -64,8 +64,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_average_and_discrimi
     ckpt = torch.load(tmp_path / "cut/runs/onedpiece-tiny/version_0/checkpoints/last.ckpt", weights_only=True)
     position = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert ckpt["global_step"] == 9 and position["batches_done"] == 6 and position["epoch"] == ckpt["epoch"] == 0
-    resumed = fit(tmp_path / "cut", photo_dir, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = fit(tmp_path / "cut", photo_dir, "--ckpt_path", str(tmp_path / "cut/runs/onedpiece-tiny/version_0/checkpoints/last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]  # a checkpoint file given (`last` finds it too: test_journey)
     assert "resuming from" in resumed.stdout and "resuming from a checkpoint that ended before" not in resumed.stderr
     end, again = (json.loads((tmp_path / d / "probe" / "rank0.json").read_text()) for d in ("whole", "cut"))
     assert again["step"] == end["step"] == 17

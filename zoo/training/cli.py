@@ -241,6 +241,8 @@ class ZooCLI(LightningCLI):
                 raise TokenizerError(f"--ckpt_path last: no earlier run of {self.recipe} left a checkpoint "
                                      f"({root}/version_*/checkpoints/{LAST}); start without --ckpt_path, or give a checkpoint file.")
             config.ckpt_path = self.resumed_from = str(found[-1])
+        elif config.get("ckpt_path"):
+            self.resumed_from = str(config.ckpt_path)  # a checkpoint file given: say so as for `last`
         existing = versions(root)
         self.run_folder = root / f"version_{existing[-1] + 1 if existing else 0}"
 
