@@ -6,6 +6,7 @@ Official checkpoints are read in their own key layout and converted by the entry
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
@@ -101,6 +102,28 @@ def model_entry(name: str) -> ModelEntry:
         hint = f" Did you mean {', '.join(close)}?" if close else " `zoo list` shows the registered names."
         raise TokenizerError(f"no model named {name!r} is registered.{hint}")
     return _REGISTRY[name]
+
+
+# Config fields shrunk, wherever a family has them, so that every registered model builds and runs in a
+# blink on a CPU (the suite, dry runs); a family with none of these runs at its registered size.
+TINY_FIELDS = dict(
+    encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
+    pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4, dimension=32,
+    lstm_layers=0, semantic_dimension=16, context_dimension=16, fusion_heads=2,
+    vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4,
+    backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
+    encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
+
+
+def tiny_overrides(name: str, **more) -> dict:
+    """Overrides that make registered `name` tiny (random weights): TINY_FIELDS and `more` (e.g.
+    image_size=32), each where the family's config has the field; `create(name, **tiny_overrides(name))`."""
+    config = model_entry(name).config
+    fields = {f.name for f in dataclasses.fields(config)}
+    overrides = {k: v for k, v in {**TINY_FIELDS, **more}.items() if k in fields}
+    if "pixel_decoder_channel_mult" in fields:  # one level per upsampling step, all at the narrow width
+        overrides["pixel_decoder_channel_mult"] = tuple(1 for _ in config.pixel_decoder_channel_mult)
+    return overrides
 
 
 def create(name: str, **overrides) -> Tokenizer:

@@ -1,6 +1,5 @@
 """The user's journey: data -> fit -> checkpoint -> export -> load -> encode / decode -> share, with
 clear, fast failures on the way (issue 19)."""
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from test_registry import official_state  # noqa: F401  (registers the test mode
 
 import zoo
 from zoo.cli import main
+from zoo.hub.registry import tiny_overrides
 from zoo.io import write_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,27 +254,13 @@ def test_no_command_writes_over_its_inputs_or_its_own_outputs(tmp_path, capsys):
 
 # ---- 5. random models work ------------------------------------------------------------------------
 
-# config fields shrunk wherever a family has them (a family with none of these runs at its registered size)
-SHRINK = dict(encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
-              pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4, dimension=32,
-              lstm_layers=0, semantic_dimension=16, context_dimension=16, fusion_heads=2,
-              vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4,
-              backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
-              encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
-
-
 def registered_names() -> list[str]:
     return [n for n in zoo.list_models() if not n.startswith("test-")]
 
 
 @pytest.mark.parametrize("name", registered_names())
 def test_every_registered_random_model_encodes_and_decodes(name, one_thread):
-    entry = zoo.model_entry(name)
-    fields = {f.name for f in dataclasses.fields(entry.config)}
-    overrides = {k: v for k, v in SHRINK.items() if k in fields}
-    if "pixel_decoder_channel_mult" in fields:
-        overrides["pixel_decoder_channel_mult"] = tuple(1 for _ in entry.config.pixel_decoder_channel_mult)
-    model = zoo.create(name, **overrides)
+    model = zoo.create(name, **tiny_overrides(name))  # at the registered image size
     if model.modality == "image":
         x = torch.rand(1, 3, model.image_size, model.image_size)
     else:

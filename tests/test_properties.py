@@ -4,7 +4,6 @@ TokenizerError or returns output of the documented shape, finite; well-formed ca
 codes do not depend on the batch an item is encoded in, nor (speech) on chunking.
 
 Examples are derandomized (the same cases on every machine and run), and the database is off."""
-import dataclasses
 import math
 import warnings
 
@@ -15,13 +14,8 @@ from hypothesis import strategies as st
 
 import zoo
 from zoo.errors import TokenizerError
+from zoo.hub.registry import tiny_overrides
 
-SHRINK = dict(image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1,
-              decoder_heads=2, pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4,
-              dimension=32, lstm_layers=0, semantic_dimension=16, context_dimension=16, fusion_heads=2,
-              vae_block_channels=(8, 8, 8, 8), vae_layers_per_block=1, vae_norm_groups=4,
-              backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
-              encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                            HealthCheck.data_too_large])
@@ -33,13 +27,8 @@ def tiny(architecture: str):
 
     name = next(n for n in zoo.list_models()
                 if zoo.model_entry(n).model_class.architecture == architecture and not n.startswith("test-"))
-    entry = zoo.model_entry(name)
-    fields = {f.name for f in dataclasses.fields(entry.config)}
-    overrides = {k: v for k, v in SHRINK.items() if k in fields}
-    if "pixel_decoder_channel_mult" in fields:
-        overrides["pixel_decoder_channel_mult"] = tuple(1 for _ in entry.config.pixel_decoder_channel_mult)
     torch.manual_seed(0)
-    return zoo.create(name, **overrides)
+    return zoo.create(name, **tiny_overrides(name, image_size=32))
 
 
 def _architectures(modality: str) -> list[str]:

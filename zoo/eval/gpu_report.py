@@ -17,7 +17,6 @@ are the torch reference and the report says so.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -33,13 +32,6 @@ from zoo.kernels.nearest_code import (nearest_code, nearest_code_reference, resi
 
 FAMILIES = ("titok-s-128", "titok-l-32", "onedpiece-s-256", "flextok-d12-d12-in1k", "speechtokenizer-hubert-avg",
             "dmcodec-lm", "wavtokenizer-small-75-24k", "lmspt-12.5hz")
-# dry run: the families at a size a CPU test runs in seconds (fields a family lacks are skipped)
-TINY = dict(image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, decoder_width=32, decoder_depth=1,
-            decoder_heads=2, pixel_decoder_channels=32, pixel_decoder_res_blocks=1, proxy_code_dim=16, n_filters=4,
-            dimension=32, lstm_layers=0, semantic_dimension=16, vae_block_channels=(8, 8, 8, 8),
-            vae_layers_per_block=1, vae_norm_groups=4, backbone_dim=64, backbone_intermediate_dim=64, backbone_layers=1,
-            encoder_channels=4, latent_dim=32, decoder_channels=64, aux_decoder_channels=32)
-
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """(max |a - b|, max |b|) in float32."""
@@ -136,15 +128,12 @@ def bandwidth_rows(device: torch.device, dry: bool, fused_mode: str) -> tuple[fl
 def family_rows(device: torch.device, dry: bool) -> list[dict]:
     """Step 3: encode / decode throughput of each family, fp32 and bf16 autocast, random weights."""
     import zoo
+    from zoo.hub.registry import tiny_overrides
 
     rows = []
     batch = 1 if dry else 8
     for name in FAMILIES:
-        entry = zoo.model_entry(name)
-        fields = {f.name for f in dataclasses.fields(entry.config)}
-        overrides = {k: v for k, v in TINY.items() if k in fields} if dry else {}
-        if dry and "pixel_decoder_channel_mult" in fields:
-            overrides["pixel_decoder_channel_mult"] = tuple(1 for _ in entry.config.pixel_decoder_channel_mult)
+        overrides = tiny_overrides(name, image_size=32) if dry else {}  # dry run: seconds on a CPU
         torch.manual_seed(0)
         model = zoo.create(name, **overrides).to(device)
         if model.modality == "image":
