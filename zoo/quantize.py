@@ -611,6 +611,17 @@ class ResidualFactorizedQuantizer(nn.Module):
         self.check_n_q(codes.shape[-1])
         return sum(layer.codes_to_latents(codes[..., i]) for i, layer in enumerate(self.quantizers[:codes.shape[-1]]))
 
+    def layer_outputs(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Each layer's latent for `codes` (B, N, n_q), as (B, n_q, N, D), for latents z (B, N, D) that gave
+        those codes, the gradient straight through to the residual each layer quantized (as
+        ResidualVectorQuantizer.layer_outputs)."""
+        residual, outputs = z, []
+        for i, layer in enumerate(self.quantizers[:self.check_n_q(codes.shape[-1])]):
+            rows = layer.codes_to_latents(codes[..., i])
+            outputs.append(residual + (rows - residual).detach())
+            residual = residual - rows.detach()
+        return torch.stack(outputs, dim=1)
+
     def forward(self, z: torch.Tensor) -> FactorizedQuantizerOutput:
         batch = z.shape[0]
         layers_used = torch.full((batch,), self.num_quantizers, device=z.device)

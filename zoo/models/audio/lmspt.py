@@ -139,23 +139,14 @@ class LMSPT(AudioTokenizer):
             acoustic_latent = acoustic_latent - semantic.quantized
         acoustic = self.acoustic_quantizer(acoustic_latent)
         quantized = semantic.quantized + acoustic.quantized
-        layers = [semantic.quantized] + self._acoustic_layers(acoustic_latent, acoustic.codes)
+        layers = torch.cat([semantic.quantized[:, None], self.acoustic_quantizer.layer_outputs(acoustic_latent,
+                                                                                                acoustic.codes)], 1)
         aux_length = round(wav.shape[-1] * self.config.aux_sample_rate / self.sample_rate)
-        aux_loss = semantic.commitment_loss.mean() + semantic.codebook_loss.mean() + acoustic.commitment_loss \
-            + acoustic.codebook_loss
+        aux_loss = semantic.commitment_loss + semantic.codebook_loss + acoustic.commitment_loss + acoustic.codebook_loss
         return LMSPTOutput(self._decode_latent(self.decoder, quantized, wav.shape[-1]),
                            rearrange(torch.cat([semantic.codes, acoustic.codes], -1), "b n q -> b q n"), aux_loss,
-                           acoustic_latent, quantized, torch.stack(layers, 1), semantic.quantized,
+                           acoustic_latent, quantized, layers, semantic.quantized,
                            self._decode_latent(self.aux_decoder, semantic.quantized, aux_length))
-
-    def _acoustic_layers(self, latent: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
-        """Each acoustic codebook's latent for `codes`, gradient straight through to its residual."""
-        residual, layers = latent, []
-        for i, layer in enumerate(self.acoustic_quantizer.quantizers):
-            rows = layer.codes_to_latents(codes[..., i])
-            layers.append(residual + (rows - residual).detach())
-            residual = residual - rows.detach()
-        return layers
 
     def _encode(self, wav: torch.Tensor, *, n_q: NumQuantizers = None, semantic_only: SemanticOnly = False) -> Tokens:
         layers = len(self.codebook_sizes)
