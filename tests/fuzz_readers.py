@@ -170,24 +170,29 @@ def tiny_model():
                       decoder_output="pixels")
 
 
-class WeightsReader(Reader):
-    """model.safetensors of a zoo folder, opened with zoo.load."""
+class FolderFileReader(Reader):
+    """One file of a zoo folder (`filename`, the folder's other files valid), opened with zoo.load."""
 
-    name = "weights"
+    filename = ""
 
     def write_seeds(self):
         self.folder = tiny_model().save_pretrained(self.work / "model")
-        self.good = (self.folder / "model.safetensors").read_bytes()
-        return [self.good]
-
-    def mutate(self, data, rng):
-        return mutate_safetensors(data, rng)
+        return [(self.folder / self.filename).read_bytes()]
 
     def read(self, path):
         import zoo
 
-        (self.folder / "model.safetensors").write_bytes(path.read_bytes())
+        (self.folder / self.filename).write_bytes(path.read_bytes())
         zoo.load(str(self.folder))
+
+
+class WeightsReader(FolderFileReader):
+    """model.safetensors of a zoo folder."""
+
+    name, filename = "weights", "model.safetensors"
+
+    def mutate(self, data, rng):
+        return mutate_safetensors(data, rng)
 
 
 class PytorchCheckpointReader(Reader):
@@ -211,26 +216,20 @@ class PytorchCheckpointReader(Reader):
         read_checkpoint(path)
 
 
-class ConfigReader(Reader):
-    """config.json of a zoo folder (valid weights beside it), opened with zoo.load."""
+class ConfigReader(FolderFileReader):
+    """config.json of a zoo folder."""
 
-    name = "config"
+    name, filename = "config", "config.json"
 
     def write_seeds(self):
-        self.folder = tiny_model().save_pretrained(self.work / "model")
-        self.config = json.loads((self.folder / "config.json").read_text())
-        return [(self.folder / "config.json").read_bytes()]
+        seeds = super().write_seeds()
+        self.config = json.loads(seeds[0])
+        return seeds
 
     def mutate(self, data, rng):
         if rng.random() < 0.7:
             return json.dumps(mutate_json(self.config, rng)).encode()
         return mutate_bytes(data, rng)
-
-    def read(self, path):
-        import zoo
-
-        (self.folder / "config.json").write_bytes(path.read_bytes())
-        zoo.load(str(self.folder))
 
 
 class TokenFileReader(Reader):
