@@ -323,8 +323,58 @@ class AudioReader(Reader):
             f"read_audio gave {tuple(wav.shape)} at {rate} Hz"
 
 
+def ct2_model_bin(variables: dict[str, torch.Tensor]) -> bytes:
+    """`variables` in CTranslate2's model.bin layout (version 6; zoo.teachers.whisper_weights reads it)."""
+    dtypes = {torch.float32: 0, torch.int16: 2, torch.float16: 4}
+
+    def string(text: str) -> bytes:
+        return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+    out = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
+    for name, value in variables.items():
+        raw = value.contiguous().numpy().tobytes()
+        out += [string(name), struct.pack("<B", value.ndim), *(struct.pack("<I", d) for d in value.shape),
+                struct.pack("<BI", dtypes[value.dtype], len(raw)), raw]
+    return b"".join(out + [struct.pack("<I", 0)])
+
+
+class WhisperCT2Reader(Reader):
+    """A CTranslate2 Whisper model.bin, built into the torch encoder teacher and run on 0.1 s of audio."""
+
+    name = "whisper"
+    suffix = ".bin"
+
+    def write_seeds(self):
+        from zoo.blocks.whisper_encoder import WhisperAudioEncoder
+
+        torch.manual_seed(0)
+        ours = WhisperAudioEncoder(n_mels=8, width=8, heads=2, layers=1, positions=1500).state_dict()
+        names = {"conv1": "conv1", "conv2": "conv2", "norm": "encoder/layer_norm", "blocks.0.attn_norm":
+                 "layer_0/self_attention/layer_norm", "blocks.0.qkv": "layer_0/self_attention/linear_0",
+                 "blocks.0.attn_out": "layer_0/self_attention/linear_1", "blocks.0.mlp_norm": "layer_0/ffn/layer_norm",
+                 "blocks.0.mlp_in": "layer_0/ffn/linear_0", "blocks.0.mlp_out": "layer_0/ffn/linear_1"}
+        variables = {"encoder/num_heads": torch.tensor(2, dtype=torch.int16),
+                     "encoder/position_encodings/encodings": ours["positions"]}
+        for key, stem in names.items():
+            stem = stem if stem.startswith("encoder/") else f"encoder/{stem}"
+            norm = "norm" in key
+            variables[f"{stem}/{'gamma' if norm else 'weight'}"] = ours[f"{key}.weight"].half()
+            variables[f"{stem}/{'beta' if norm else 'bias'}"] = ours[f"{key}.bias"].half()
+        self.folder = self.work / "whisper"
+        self.folder.mkdir(exist_ok=True)
+        return [ct2_model_bin(variables)]
+
+    def read(self, path):
+        from zoo.teachers import TorchWhisperEncoderTeacher
+
+        (self.folder / "model.bin").write_bytes(path.read_bytes())
+        teacher = TorchWhisperEncoderTeacher(model_path=str(self.folder), full_window=False)
+        out = teacher.features(torch.zeros(1, 1, 1600))
+        assert out.features.shape[:2] == (1, 5), f"features of shape {tuple(out.features.shape)}"
+
+
 READERS = {r.name: r for r in (WeightsReader, PytorchCheckpointReader, ConfigReader, TokenFileReader, ImageReader,
-                               AudioReader)}
+                               AudioReader, WhisperCT2Reader)}
 
 
 def case_rng(seed: int, reader: str, index: int) -> random.Random:

@@ -9,6 +9,7 @@ from test_registry import official_state  # noqa: F401  (registers the test mode
 
 import zoo
 from zoo.cli import main
+from zoo.errors import TokenizerError
 from zoo.eval import audio_metrics as am
 from zoo.eval.bench import bench, format_results
 from zoo.eval.runner import evaluate_images, evaluate_speech
@@ -164,3 +165,31 @@ def test_whisper_asr_recognizes_the_bundled_sentence():
     assert torch.get_num_threads() == 2
     with pytest.raises(zoo.WeightsUnavailableError, match="no model.bin"):
         am.load_asr(f"whisper:{samples}")
+
+
+def test_speech_eval_covers_every_wavtokenizer_and_lmspt_frame_rate(speech_folder):
+    """Each registered WavTokenizer and LM-SPT (tiny widths, registered strides and codebooks) through
+    `evaluate_speech` at one quantizer and at full depth: the bitrate is frames per second times the bits of
+    the codebooks used, and LM-SPT's first row is its semantic tokens alone (the auxiliary decoder)."""
+    from zoo.hub.registry import tiny_overrides
+
+    names = zoo.list_models("wavtokenizer-*") + zoo.list_models("lmspt-*")
+    assert len(names) == 9
+    rates = set()
+    for name in names:
+        torch.manual_seed(0)
+        model = zoo.create(name, **tiny_overrides(name))
+        depth = len(model.codebook_sizes)
+        report = evaluate_speech(model, speech_folder, sorted({1, depth}), asr=__import__("tiny_models").fake_asr,
+                                 speaker_similarity=False, progress=False)
+        for row in report.rows:
+            n_q = row["setting"]["n_q"]
+            bits = model.frame_rate * sum(math.log2(k) for k in model.codebook_sizes[:n_q])
+            assert row["metrics"]["bitrate_bps"] == pytest.approx(bits), name
+            assert row["metrics"]["tokens_per_second"] == pytest.approx(model.frame_rate * n_q), name
+            assert all(math.isfinite(v) for v in row["metrics"].values()), (name, row)
+        rates.add((name.split("-")[0], model.frame_rate))
+    assert rates == {("wavtokenizer", 40), ("wavtokenizer", 75), ("lmspt", 25), ("lmspt", 12.5), ("lmspt", 6.25)}
+    with pytest.raises(TokenizerError, match="takes no n_q; leave out the quantizer sweep"):
+        evaluate_speech(zoo.create(names[0], **tiny_overrides(names[0])), speech_folder, [1, 2],
+                        speaker_similarity=False, progress=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-READERS = ["weights", "checkpoint", "config", "tokens", "image", "audio"]
+READERS = ["weights", "checkpoint", "config", "tokens", "image", "audio", "whisper"]
 PEAK_MEMORY_LIMIT = 1.5 * 2**30  # torch and the tiny models take about a third of it
 
 

@@ -253,10 +253,15 @@ def evaluate_speech(model, folder: str | Path, quantizer_counts: list[int] | Non
             metrics |= am.word_errors(transcripts, hypotheses)
         return metrics
 
-    counts = quantizer_counts or [len(model.codebook_sizes)]
+    depth = len(model.codebook_sizes)
+    counts = quantizer_counts or [depth]
+    if "n_q" not in model.declared_options("encode") and counts != [depth]:
+        raise TokenizerError(f"{model.name or type(model).__name__} codes every frame with its {depth} codebook(s) "
+                             "and takes no n_q; leave out the quantizer sweep (--n-q).")
     for n_q in counts:
         def through_model(wav, n_q=n_q):
-            return model.decode(model.encode(wav[None].to(model.device), n_q=n_q), **(decode_options or {}))[0].cpu()
+            depth_option = {"n_q": n_q} if n_q != depth else {}  # single-codebook models declare no n_q
+            return model.decode(model.encode(wav[None].to(model.device), **depth_option), **(decode_options or {}))[0].cpu()
 
         metrics = score(through_model, f"eval n_q={n_q}")
         bits = model.frame_rate * sum(math.log2(k) for k in model.codebook_sizes[:n_q])

@@ -4,9 +4,9 @@ from zoo.teachers.cache import CachedTeacher, precompute_features, precompute_fo
 from zoo.teachers.random import RandomSpeechTeacher, RandomTextTeacher
 from zoo.teachers.speech_ssl import SpeechSSLTeacher
 from zoo.teachers.text_lm import TextLMTeacher
-from zoo.teachers.whisper import WhisperEncoderTeacher
+from zoo.teachers.whisper import TorchWhisperEncoderTeacher, WhisperEncoderTeacher
 
 __all__ = [
     "CachedTeacher", "RandomSpeechTeacher", "RandomTextTeacher", "SpeechSSLTeacher", "Teacher",
-    "TeacherFeatures", "TextLMTeacher", "WhisperEncoderTeacher", "pad_features", "precompute_features", "precompute_folder",
+    "TeacherFeatures", "TextLMTeacher", "TorchWhisperEncoderTeacher", "WhisperEncoderTeacher", "pad_features", "precompute_features", "precompute_folder",
 ]

@@ -70,8 +70,8 @@ class SemanticResynthesis(Term):
     def bind(self, codec) -> None:
         if not self.teacher.passes_gradients:
             raise TokenizerError(f"{self.name} needs a teacher that passes gradients to its input; "
-                                 f"{type(self.teacher).__name__} does not (use zoo.teachers.SpeechSSLTeacher, or "
-                                 "RandomSpeechTeacher in tests).")
+                                 f"{type(self.teacher).__name__} does not (use zoo.teachers.TorchWhisperEncoderTeacher or "
+                                 "SpeechSSLTeacher, or RandomSpeechTeacher in tests).")
         rate = getattr(getattr(codec, "config", None), "aux_sample_rate", None)
         if not isinstance(rate, int):
             raise TokenizerError(f"{self.name} needs a codec whose training forward rebuilds speech from its semantic "
