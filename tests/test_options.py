@@ -48,7 +48,7 @@ def test_families_declare_their_options_with_types_defaults_and_help():
     encode, decode = SpeechTokenizer.declared_options("encode"), SpeechTokenizer.declared_options("decode")
     assert list(encode) == ["n_q", "chunk_seconds"] and list(decode) == ["chunk_seconds"]
     assert encode["n_q"].type_name == "int | None" and encode["n_q"].default is None
-    assert encode["chunk_seconds"].type_name == "float" and encode["chunk_seconds"].default == 20.0
+    assert encode["chunk_seconds"].type_name == "float" and encode["chunk_seconds"].default == 5.0
     assert list(FuseCodec.declared_options("encode")) == ["n_q", "chunk_seconds", "semantic", "context"]
     assert FuseCodec.declared_options("encode")["context"].type_name == "Tensor | None"
     assert TiTok.declared_options("encode")["num_tokens"].type_name == "int | Tensor | None"
@@ -91,7 +91,7 @@ def test_options_are_listed_by_zoo_info(capsys):
     assert out["encode_options"]["n_q"]["type"] == "int | None" and out["encode_options"]["n_q"]["default"] is None
     assert "leading RVQ layers" in out["encode_options"]["n_q"]["help"]
     assert out["decode_options"] == {"chunk_seconds": SpeechTokenizer.declared_options("decode")["chunk_seconds"].summary()}
-    assert out["decode_options"]["chunk_seconds"]["default"] == 20.0
+    assert out["decode_options"]["chunk_seconds"]["default"] == 5.0
     assert "chunk_seconds" not in out["config"]  # an option now, not architecture
 
 

@@ -339,7 +339,10 @@ def _encode(args) -> int:
     reference = model_reference(args.model, args.checkpoint, model)
     args.out.mkdir(parents=True, exist_ok=True)
     for path, target in zip(args.inputs, targets):
-        tokens = model.encode(_read_input(path, model, args.mix_to_mono), **options)
+        if model.modality == "audio":  # streamed from disk where the family encodes in chunks
+            tokens = model.encode_file(path, mix_to_mono=args.mix_to_mono, **options)
+        else:
+            tokens = model.encode(_read_input(path, model, args.mix_to_mono), **options)
         tokens.meta.update(reference, source_file=str(path.expanduser().resolve()), modality=model.modality)
         tokens.save(target)
         print(f"{path} -> {target}  codes {tuple(tokens.codes.shape)}")

@@ -1,6 +1,7 @@
 """Reading and writing images, audio, weights and token files, with errors a person can act on."""
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -109,12 +110,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
     if not bool(torch.isfinite(wav).all()):  # float WAVs can store them; every codec would turn them into NaN
         raise TokenizerError(f"{path} holds {int((~torch.isfinite(wav)).sum())} NaN or infinite samples; the file is "
                              "corrupt: export it again.")
-    declared = _wav_declared_frames(path)
-    if declared is not None and declared > data.shape[0]:
-        import warnings
-
-        warnings.warn(f"{path} is truncated: its header says {declared / file_rate:.3f} s but the file holds "
-                      f"{data.shape[0] / file_rate:.3f} s; using the {data.shape[0]} samples present.", stacklevel=2)
+    _warn_if_truncated(path, data.shape[0], file_rate)
     if wav.shape[0] > 1:
         if not mix_to_mono:
             raise TokenizerError(
@@ -128,6 +124,80 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mix_to_mono: bo
         wav = AF.resample(wav, file_rate, sample_rate)
         file_rate = sample_rate
     return wav, file_rate
+
+
+class AudioFileSource:
+    """A long audio file as a lazily read (1, 1, T) signal at `sample_rate`: `source[..., a:b]` reads
+    samples [a, b) from disk (mixed to mono, resampled) and nothing else, so a chunked encoder can
+    stream a recording of any length. Resampled blocks are read with enough context on each side,
+    starting on the resampler's period, that they equal the same samples of the whole file resampled
+    at once. Samples are checked as they are read (NaN / Inf is an error naming the file)."""
+
+    def __init__(self, path: str | Path, sample_rate: int, mix_to_mono: bool = False, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        import soundfile as sf
+
+        self.path = _existing_file(path, "audio file")
+        try:
+            info = sf.info(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            raise TokenizerError(f"{self.path} is not a readable audio file ({e}).") from None
+        if info.frames <= 0:
+            raise TokenizerError(f"{self.path} holds no audio samples.")
+        if info.channels > 1 and not mix_to_mono:
+            raise TokenizerError(f"{self.path} has {info.channels} channels and the codecs take mono; mix it down "
+                                 "(mix_to_mono=True, or --mix-to-mono on the command line).")
+        _warn_if_truncated(self.path, info.frames, info.samplerate)
+        self.file_rate, self.sample_rate, self.file_frames = info.samplerate, sample_rate, info.frames
+        self.device, self.dtype = device, dtype
+        common = math.gcd(self.file_rate, sample_rate)
+        self._file_step, self._out_step = self.file_rate // common, sample_rate // common  # the resampler's period
+        # torchaudio's sinc kernel reaches `width` file samples beyond a period on each side (lowpass width 6)
+        width = math.ceil(6 * self._file_step / (0.99 * min(self._file_step, self._out_step)))
+        self._context_periods = math.ceil(width / self._file_step) + 2
+        self.shape = (1, 1, math.ceil(self.file_frames * sample_rate / self.file_rate))
+        self.peak = 0.0
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis and isinstance(key[1], slice)):
+            raise TypeError("AudioFileSource is read as source[..., start:end]")
+        start, end, _ = key[1].indices(self.shape[-1])
+        return self._resampled(start, end).to(device=self.device, dtype=self.dtype)
+
+    def _resampled(self, start: int, end: int) -> torch.Tensor:
+        if self.file_rate == self.sample_rate:
+            return self._read(start, end)
+        import torchaudio.functional as AF
+
+        first, last = start // self._out_step, -(-end // self._out_step)  # whole periods covering [start, end)
+        read_from = max(0, first - self._context_periods) * self._file_step
+        read_to = min(self.file_frames, (last + self._context_periods) * self._file_step)
+        block = AF.resample(self._read(read_from, read_to), self.file_rate, self.sample_rate)
+        offset = read_from // self._file_step * self._out_step
+        return block[..., start - offset: end - offset]
+
+    def _read(self, start: int, end: int) -> torch.Tensor:
+        """File samples [start, end) as (1, 1, end - start), mono, checked."""
+        import soundfile as sf
+
+        with sf.SoundFile(str(self.path)) as f:
+            f.seek(start)
+            data = f.read(end - start, dtype="float32", always_2d=True)  # (T, C)
+        block = torch.from_numpy(data.mean(1) if data.shape[1] > 1 else data[:, 0].copy())[None, None]
+        if not bool(torch.isfinite(block).all()):
+            raise TokenizerError(f"{self.path} holds NaN or infinite samples (near {start / self.file_rate:.1f} s); "
+                                 "the file is corrupt: export it again.")
+        self.peak = max(self.peak, float(block.abs().max()) if block.numel() else 0.0)
+        return block
+
+
+def _warn_if_truncated(path: Path, frames: int, rate: int) -> None:
+    declared = _wav_declared_frames(path)
+    if declared is not None and declared > frames:
+        import warnings
+
+        warnings.warn(f"{path} is truncated: its header says {declared / rate:.3f} s but the file holds "
+                      f"{frames / rate:.3f} s; using the {frames} samples present.", stacklevel=3)
 
 
 def _wav_declared_frames(path: Path) -> int | None:

@@ -573,6 +573,7 @@ class AudioTokenizer(Tokenizer):
     """Audio in: float (B, 1, T) at `sample_rate`. Subclasses set `sample_rate`, `hop_length`."""
 
     modality = "audio"
+    streams_from_disk: ClassVar[bool] = False  # True: _encode only slices its input, so a file can stream into it
 
     @property
     def sample_rate(self) -> int:
@@ -615,6 +616,27 @@ class AudioTokenizer(Tokenizer):
             warnings.warn(f"resampling input from {sample_rate} Hz to the model's {self.sample_rate} Hz", stacklevel=2)
             wav = AF.resample(wav, sample_rate, self.sample_rate)
         tokens = self._encode(wav, **options)
+        tokens.meta.setdefault("sample_rate", self.sample_rate)
+        return self._stamp(tokens)
+
+    @torch.no_grad()
+    def encode_file(self, path, mix_to_mono: bool = False, **options) -> Tokens:
+        """encode() of an audio file (resampled to the model's rate). Families whose encode runs in
+        chunks (`streams_from_disk`) read the file chunk by chunk and never hold it whole: a recording
+        of hours encodes in memory bounded by its frame-rate activations, to the same codes."""
+        from zoo.io import AudioFileSource, read_audio
+
+        if not self.streams_from_disk:
+            wav, _ = read_audio(path, sample_rate=self.sample_rate, mix_to_mono=mix_to_mono)
+            return self.encode(wav[None], **options)
+        options = self.check_options("encode", options)
+        source = AudioFileSource(path, self.sample_rate, mix_to_mono, device=self.device, dtype=self.dtype)
+        if source.shape[-1] < self.hop_length:
+            raise TokenizerError(f"{path} is {source.shape[-1]} samples long at {self.sample_rate} Hz, shorter than one "
+                                 f"code frame ({self.hop_length} samples); give longer audio.")
+        tokens = self._encode(source, **options)
+        if source.peak > 2.0:
+            warnings.warn(f"{path} peaks at {source.peak:.3g}, far outside [-1, 1]; is it unscaled PCM?", stacklevel=2)
         tokens.meta.setdefault("sample_rate", self.sample_rate)
         return self._stamp(tokens)
 

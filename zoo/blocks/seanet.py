@@ -110,6 +110,43 @@ class SkipLSTM(nn.Module):
             x = x.repeat(1, 1, 2)
         return (y + x).permute(1, 2, 0)
 
+    @torch.no_grad()
+    def forward_in_chunks(self, x: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+        """forward(x) for inference on long sequences, in bounded memory: each layer and direction runs
+        `chunk_frames` steps at a time with its (h, c) state carried from one chunk to the next (the
+        reverse direction walks the chunks from the end), so the result is the same recurrence. The
+        whole-sequence LSTM also holds every step's four gate pre-activations of a layer at once
+        (T x B x 4C); here only a chunk's are alive, beside the layer outputs (T x B x C per direction)."""
+        seq = x.permute(2, 0, 1)  # (T, B, C)
+        steps, batch, width = seq.shape
+        directions = 2 if self.bidirectional else 1
+        layer_input = seq
+        for layer in range(self.lstm.num_layers):
+            out = seq.new_empty(steps, batch, width * directions)
+            for direction in range(directions):
+                cell = self._single_layer(layer, direction)
+                starts = list(range(0, steps, chunk_frames))
+                state = None
+                for start in (reversed(starts) if direction else starts):
+                    piece = layer_input[start: start + chunk_frames]
+                    y, state = cell(piece.flip(0) if direction else piece, state)
+                    out[start: start + piece.shape[0], :, direction * width: (direction + 1) * width] = (
+                        y.flip(0) if direction else y)
+            layer_input = out
+        for direction in range(directions):  # the skip connection, in place of a repeated copy of x
+            layer_input[..., direction * width: (direction + 1) * width] += seq
+        return layer_input.permute(1, 2, 0)
+
+    def _single_layer(self, layer: int, direction: int) -> nn.LSTM:
+        """A one-layer, one-direction LSTM sharing this LSTM's weights of `layer` / `direction`."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        width = self.lstm.hidden_size
+        cell = nn.LSTM(self.lstm.input_size if layer == 0 else width * (2 if self.bidirectional else 1), width, 1,
+                       device="meta")
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            setattr(cell, f"{name}_l0", getattr(self.lstm, name + suffix))
+        return cell
+
 
 def lecun_init_(module: nn.Module) -> nn.Module:
     """Every (transposed) conv in `module`: weights normal(0, 1/fan_in), biases zero, so that a

@@ -22,17 +22,18 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrize
 
-from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, lecun_init_, receptive_field_of
+from zoo.blocks.seanet import PAD_MODES, SEANetDecoder, SEANetEncoder, SkipLSTM, lecun_init_, receptive_field_of
 from zoo.errors import TokenizerError
 from zoo.quantize import ResidualVectorQuantizer
 from zoo.tokenizer import AudioTokenizer, TokenizerConfig, TrainingOptions
 from zoo.tokens import Tokens
 
 # encode / decode options (FuseCodec declares the same ones)
-DEFAULT_CHUNK_SECONDS = 20.0
+DEFAULT_CHUNK_SECONDS = 5.0  # 10 min of SpeechTokenizer: 5 s chunks are faster than one pass (zoo.eval.long_audio)
+QUANTIZE_BLOCK_FRAMES = 512  # frames per nearest-code search on long audio (see encode_in_blocks)
 NumQuantizers = Annotated[int | None, "leading RVQ layers to encode, 1 to num_quantizers (1: the semantic "
                                       "tokens only; default: all)"]
-ChunkSeconds = Annotated[float, "clips longer than this many seconds run through the convolutions in chunks "
+ChunkSeconds = Annotated[float, "clips longer than this many seconds run through the network in chunks "
                                 "of this length (the same result, less memory)"]
 
 
@@ -137,6 +138,7 @@ class RVQCodec(AudioTokenizer):
 
     config_class = RVQCodecConfig
     training_options_class = RVQCodecTrainingOptions
+    streams_from_disk = True  # _encode slices its input chunk by chunk (an AudioFileSource works)
 
     def __init__(self, config: RVQCodecConfig):
         super().__init__(config)
@@ -220,15 +222,15 @@ class RVQCodec(AudioTokenizer):
     # ---- inference ----------------------------------------------------------------------
     # Long audio: the sample-rate convolutions run chunk by chunk, each chunk read with context
     # equal to their (finite) receptive field, so the stitched result equals the whole-clip
-    # pass; an LSTM runs at the frame rate over the whole frame sequence (hop_length times
-    # smaller than the audio-rate activations), so the result stays exact with an LSTM too.
+    # pass; an LSTM runs chunk by chunk too, its state carried from each chunk to the next (the
+    # reverse direction's from the end), so the result stays exact with a BiLSTM as well.
 
     def _encode(self, wav: torch.Tensor, *, n_q: NumQuantizers = None,
                 chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS) -> Tokens:
         n_q = self.quantizer.check_n_q(n_q)
         with parametrize.cached():  # weight-norm weights computed once per encode, not once per chunk
             latent = self._encode_latent_chunked(wav, self._chunk_frames(chunk_seconds))
-            codes = self.quantizer.encode(latent, n_q)
+            codes = encode_in_blocks(lambda block: self.quantizer.encode(block, n_q), latent)
         return Tokens(rearrange(codes, "b n q -> b q n"), meta={"num_samples": wav.shape[-1]})
 
     def _encode_latent_chunked(self, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
@@ -244,7 +246,8 @@ class RVQCodec(AudioTokenizer):
         recurrent, convolutions = self.decoder.split_at_lstm()
         with parametrize.cached():
             latent = self.quantizer.codes_to_latents(rearrange(codes, "b q n -> b n q"))
-            hidden = recurrent(rearrange(latent, "b n d -> b d n"))
+            hidden = frame_rate_layers_in_chunks(recurrent, rearrange(latent, "b n d -> b d n"),
+                                                 self._chunk_frames(chunk_seconds))
             context = math.ceil(receptive_field_of(convolutions)) + 1
             wav = _run_in_chunks(convolutions, hidden, codes.shape[-1], self._chunk_frames(chunk_seconds), context,
                                  in_per_frame=1, out_per_frame=self.hop_length)
@@ -253,6 +256,14 @@ class RVQCodec(AudioTokenizer):
 
     def _chunk_frames(self, chunk_seconds: float) -> int:
         return chunk_frames_of(chunk_seconds, self.sample_rate, self.hop_length)
+
+
+def encode_in_blocks(encode, latent: torch.Tensor, block_frames: int = QUANTIZE_BLOCK_FRAMES) -> torch.Tensor:
+    """encode(latent) for a frame-wise nearest-code search, latent (B, N, D) -> codes (B, N, ...), run on
+    blocks of `block_frames` frames: the distance tables stay a block's size on long audio. The blocks do
+    not depend on chunk_seconds, so every chunking gives the same matrix products and the same codes (a
+    search over 30,000 frames at once and one over 250 can round a near tie differently)."""
+    return torch.cat([encode(latent[:, s: s + block_frames]) for s in range(0, latent.shape[1], block_frames)], dim=1)
 
 
 def chunk_frames_of(chunk_seconds: float, sample_rate: int, hop_length: int) -> int:
@@ -267,9 +278,35 @@ def seanet_latent_in_chunks(encoder: SEANetEncoder, wav: torch.Tensor, chunk_fra
     time (with their receptive field as context) and the LSTM over the whole frame sequence."""
     convolutions, recurrent = encoder.split_at_lstm()
     context = math.ceil(receptive_field_of(convolutions) / encoder.hop_length) + 1
-    hidden = _run_in_chunks(convolutions, wav, math.ceil(wav.shape[-1] / encoder.hop_length), chunk_frames, context,
-                            in_per_frame=encoder.hop_length, out_per_frame=1)
-    return rearrange(recurrent(hidden), "b d n -> b n d")
+    # no name holds the convolutions' output: the LSTM pass frees it once it is done with it
+    return rearrange(frame_rate_layers_in_chunks(recurrent, _run_in_chunks(
+        convolutions, wav, math.ceil(wav.shape[-1] / encoder.hop_length), chunk_frames, context,
+        in_per_frame=encoder.hop_length, out_per_frame=1), chunk_frames), "b d n -> b n d")
+
+
+def frame_rate_layers_in_chunks(layers: nn.Sequential, x: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """layers(x) for frame-rate layers, x (B, C, N), in memory bounded by `chunk_frames` beside the
+    frame-rate activations themselves: an LSTM runs in chunks with its state carried
+    (SkipLSTM.forward_in_chunks), the convolutions around it in chunks with their receptive field as
+    context. The same numbers as the whole pass: the recurrence and every conv see the same inputs."""
+    if x.shape[-1] <= chunk_frames or len(layers) == 0:
+        return layers(x)
+    frames = x.shape[-1]
+    for part in _split_around_lstm(layers):
+        if isinstance(part, SkipLSTM):
+            x = part.forward_in_chunks(x, chunk_frames)
+        else:
+            x = _run_in_chunks(part, x, frames, chunk_frames, math.ceil(receptive_field_of(part)) + 1, 1, 1)
+    return x
+
+
+def _split_around_lstm(layers: nn.Sequential) -> list[nn.Module]:
+    """The layers as [convolutions before, SkipLSTM, convolutions after], leaving out empty parts."""
+    index = next((i for i, layer in enumerate(layers) if isinstance(layer, SkipLSTM)), None)
+    if index is None:
+        return [layers]
+    return [part for part in (layers[:index], layers[index], layers[index + 1:])
+            if isinstance(part, SkipLSTM) or len(part)]
 
 
 def _run_in_chunks(layers: nn.Module, x: torch.Tensor, num_frames: int, chunk_frames: int, context_frames: int,
@@ -279,10 +316,14 @@ def _run_in_chunks(layers: nn.Module, x: torch.Tensor, num_frames: int, chunk_fr
     dropped. Exact when context_frames covers the layers' receptive field: chunks start on
     frame boundaries, so every strided conv sees the same sample grid as in the whole pass."""
     if num_frames <= chunk_frames:
-        return layers(x)
-    pieces = []
+        return layers(x if isinstance(x, torch.Tensor) else x[..., :])  # x may be a zoo.io.AudioFileSource
+    out = None  # filled chunk by chunk: no list of pieces and concatenated copy side by side
     for span in chunk_spans(num_frames, chunk_frames, context_frames):
         piece = layers(x[..., span.read_start * in_per_frame: span.read_end * in_per_frame])
         offset = span.read_start * out_per_frame
-        pieces.append(piece[..., span.keep_start * out_per_frame - offset: span.keep_end * out_per_frame - offset])
-    return torch.cat(pieces, dim=-1)
+        kept = piece[..., span.keep_start * out_per_frame - offset: span.keep_end * out_per_frame - offset]
+        if out is None:
+            out = kept.new_empty(*kept.shape[:-1], num_frames * out_per_frame)
+        out[..., span.keep_start * out_per_frame: span.keep_start * out_per_frame + kept.shape[-1]] = kept
+        end = span.keep_start * out_per_frame + kept.shape[-1]
+    return out[..., :end]

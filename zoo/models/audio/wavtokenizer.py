@@ -22,7 +22,7 @@ from zoo.blocks.seanet import PAD_MODES, SEANetEncoder
 from zoo.blocks.vocos import ISTFTHead, VocosBackbone
 from zoo.errors import TokenizerError
 from zoo.models.audio.rvq_codec import (DEFAULT_CHUNK_SECONDS, ChunkSeconds, CodecOutput, chunk_frames_of,
-                                        seanet_latent_in_chunks)
+                                        encode_in_blocks, seanet_latent_in_chunks)
 from zoo.quantize import VectorQuantizer
 from zoo.tokenizer import AudioTokenizer, TokenizerConfig, TrainingOptions
 from zoo.tokens import Tokens
@@ -85,6 +85,8 @@ class WavTokenizerTrainingOptions(TrainingOptions):
 
 class WavTokenizer(AudioTokenizer):
     """SEANet encoder -> one codebook -> Vocos backbone + iSTFT head (see the module docstring)."""
+
+    streams_from_disk = True  # _encode slices its input chunk by chunk (an AudioFileSource works)
 
     architecture = "wavtokenizer"
     config_class = WavTokenizerConfig
@@ -156,7 +158,7 @@ class WavTokenizer(AudioTokenizer):
     def _encode(self, wav: torch.Tensor, *, chunk_seconds: ChunkSeconds = DEFAULT_CHUNK_SECONDS) -> Tokens:
         chunk_frames = chunk_frames_of(chunk_seconds, self.sample_rate, self.hop_length)
         with parametrize.cached():  # weight-norm weights computed once per encode, not once per chunk
-            codes = self.quantizer.encode(seanet_latent_in_chunks(self.encoder, wav, chunk_frames))
+            codes = encode_in_blocks(self.quantizer.encode, seanet_latent_in_chunks(self.encoder, wav, chunk_frames))
         return Tokens(codes[:, None], meta={"num_samples": wav.shape[-1]})
 
     def _decode(self, tokens: Tokens) -> torch.Tensor:
