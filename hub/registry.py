@@ -54,7 +54,8 @@ class ModelEntry:
     paper: str = ""
     download_page: str | None = None          # weights published outside the hub (fetch by hand, pass checkpoint=)
     # official checkpoint path -> model, for families whose architecture is read from the official
-    # config that comes with the weights (the registered config serves `create` only)
+    # config that comes with the weights (the registered config serves `create` only), or whose official
+    # files hold more than tensors (KARL's training arguments), which the family's reader opens
     official_loader: Callable[[Path], Tokenizer] | None = None
 
     def build(self, **overrides) -> Tokenizer:
@@ -191,7 +192,14 @@ def _load_checkpoint(entry: ModelEntry, path: Path) -> Tokenizer:
                                   f"{entry.model_class.__name__} that {entry.name} is; load it by itself with "
                                   f"zoo.load({str(path)!r}), or pass a checkpoint of {entry.name}.")
         return entry.describe(model)
-    state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
+    try:
+        state = upgrade_library_keys(read_checkpoint(path))  # our layout as written before the zoo named its quantizers' tensors
+    except CheckpointError:
+        if entry.official_loader is None:
+            raise
+        # a file that only the family's own reader opens (KARL's: training arguments beside the weights);
+        # that reader is as strict (weights_only=True) and says itself why it cannot read one
+        return entry.describe(entry.official_loader(path))
     if entry.official_loader is not None:
         with torch.device("meta"):  # key names only: no memory for a large model's random weights
             ours = set(entry.build().state_dict())

@@ -77,8 +77,22 @@ def test_every_name_encodes_and_decodes_256(name):
     assert out.shape == (2, 3, 256, 256) and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
+# one name per decoder kind (proxy codes, VQ pixels, VAE pixels; One-D-Piece) runs at its full widths;
+# every other name's full widths are built on the meta device (building the large ones takes ~10 s each)
+FULL_SIZE_RUNS = ["titok-s-128", "titok-bl-64-vq", "titok-bl-64-vae", "onedpiece-s-256"]
+
+
+def test_every_name_builds_at_full_size():
+    for name in TITOK_NAMES + ONEDPIECE_NAMES:
+        with torch.device("meta"):
+            model = zoo.create(name)
+        config = model.config
+        assert model.encoder.latent_tokens.shape == (config.num_tokens, config.encoder_width), name
+        assert sum(p.numel() for p in model.parameters()) > 10_000_000, name
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TITOK_NAMES + ONEDPIECE_NAMES)
+@pytest.mark.parametrize("name", FULL_SIZE_RUNS)
 def test_every_name_full_size(name):
     model = zoo.create(name)
     tokens = model.encode(images(1, 256))  # one image: the shapes are the point, and full size is slow on CI

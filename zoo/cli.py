@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--num-tokens", type=int, default=None, help="tokens per image (flexible-length models); "
                        "short for --opt num_tokens=N")
         c.add_argument("--n-q", type=int, default=None, help="leading quantizers to use (RVQ codecs); short for --opt n_q=N")
+        c.add_argument("--quality", type=float, default=None, help="target reconstruction error (adaptive tokenizers "
+                       "such as KARL; `zoo info NAME` gives its metric and range); short for --opt quality=Q")
         _add_option_arg(c, "an encode or decode" if command == "reconstruct" else "an encode")
         c.add_argument("--mix-to-mono", action="store_true", help="average the channels of multi-channel audio")
         c.set_defaults(run=run)
@@ -308,8 +310,9 @@ def _read_input(path: Path, model, mix_to_mono: bool):
     return wav[None]
 
 
-def command_options(args, model, directions: tuple[str, ...], shorthands: tuple[str, ...] = ("num_tokens", "n_q")) -> dict:
-    """--opt KEY=VALUE items (and the shorthand flags, --num-tokens / --n-q by default) -> options,
+def command_options(args, model, directions: tuple[str, ...],
+                    shorthands: tuple[str, ...] = ("num_tokens", "n_q", "quality")) -> dict:
+    """--opt KEY=VALUE items (and the shorthand flags, --num-tokens / --n-q / --quality by default) -> options,
     each value read with the type `model` declares for it in `directions`; an unknown key is left
     as text for the model's own check to name."""
     options = {}

@@ -8,6 +8,10 @@ log-variance); a 1x1 "quant" conv. Decoder: the mirror, with `layers_per_block +
 per level and nearest x2 upsampling followed by a 3x3 conv. GroupNorms have eps 1e-6; a resnet
 block's 1x1 shortcut, when the width changes, acts on its input. Images are in [-1, 1].
 The posterior's log-variance is clamped to [-30, 20]; `encode` returns its mode (the mean).
+
+`encoder_lowest_level_attention` adds, in the encoder's last (lowest-resolution) level, one
+self-attention after each resnet block: LDM's `attn_resolutions` at the latent resolution, as
+MAR's KL-16 VAE has it (its decoder has none there).
 """
 from __future__ import annotations
 
@@ -74,12 +78,16 @@ class MiddleBlock(nn.Module):
 
 
 class Level(nn.Module):
-    """Resnet blocks at one resolution, then an optional down- or upsampling conv."""
+    """Resnet blocks at one resolution (each followed by self-attention when `attention`), then an
+    optional down- or upsampling conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, blocks: int, groups: int, resample: str | None):
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, groups: int, resample: str | None,
+                 attention: bool = False):
         super().__init__()
         self.blocks = nn.ModuleList(ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups)
                                     for i in range(blocks))
+        self.attentions = (nn.ModuleList(SpatialSelfAttention(out_channels, groups) for _ in range(blocks))
+                           if attention else None)
         self.resample = resample
         stride = 2 if resample == "down" else 1
         self.resample_conv = nn.Conv2d(out_channels, out_channels, 3, stride=stride,
@@ -87,8 +95,10 @@ class Level(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H', W'), H' = H/2, H or 2H."""
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if self.attentions is not None:
+                x = self.attentions[i](x)
         if self.resample == "down":
             x = self.resample_conv(F.pad(x, (0, 1, 0, 1)))  # pad bottom / right only, then stride 2
         elif self.resample == "up":
@@ -100,12 +110,13 @@ class KLEncoder(nn.Module):
     """Image (B, 3, H, W) -> moments (B, 2 * latent_channels, H / f, W / f), f = 2^(levels - 1)."""
 
     def __init__(self, in_channels: int, latent_channels: int, block_channels: tuple[int, ...], layers_per_block: int,
-                 groups: int, mid_attention: bool):
+                 groups: int, mid_attention: bool, lowest_level_attention: bool = False):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, block_channels[0], 3, padding=1)
         last = len(block_channels) - 1
         self.down = nn.ModuleList(
-            Level(block_channels[max(i - 1, 0)], ch, layers_per_block, groups, "down" if i < last else None)
+            Level(block_channels[max(i - 1, 0)], ch, layers_per_block, groups, "down" if i < last else None,
+                  attention=lowest_level_attention and i == last)
             for i, ch in enumerate(block_channels))
         self.mid = MiddleBlock(block_channels[-1], groups, mid_attention)
         self.norm_out = nn.GroupNorm(groups, block_channels[-1], eps=GROUP_NORM_EPS)
@@ -148,13 +159,15 @@ class KLAutoencoder(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, latent_channels: int = 4,
                  block_channels: tuple[int, ...] = (128, 256, 512, 512), layers_per_block: int = 2, norm_groups: int = 32,
-                 mid_attention: bool = True, use_quant_conv: bool = True, use_post_quant_conv: bool = True):
+                 mid_attention: bool = True, use_quant_conv: bool = True, use_post_quant_conv: bool = True,
+                 encoder_lowest_level_attention: bool = False):
         super().__init__()
         if any(ch % norm_groups for ch in block_channels):
             raise TokenizerError(f"every VAE width must be divisible by norm_groups {norm_groups}, got {block_channels}.")
         self.in_channels, self.latent_channels = in_channels, latent_channels
         self.downsample_factor = 2 ** (len(block_channels) - 1)
-        self.encoder = KLEncoder(in_channels, latent_channels, block_channels, layers_per_block, norm_groups, mid_attention)
+        self.encoder = KLEncoder(in_channels, latent_channels, block_channels, layers_per_block, norm_groups, mid_attention,
+                                 encoder_lowest_level_attention)
         self.decoder = KLDecoder(out_channels, latent_channels, block_channels, layers_per_block, norm_groups, mid_attention)
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1) if use_quant_conv else None
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None

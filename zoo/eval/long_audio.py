@@ -94,6 +94,7 @@ def write_long_clip(folder: Path, minutes: float, sample_rate: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the paths asked (each in its own process) and print the table."""
     import zoo
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -134,6 +134,7 @@ class FuseCodec(RVQCodec):
         if semantic is None and context is None:
             return super()._encode(wav, n_q=n_q, chunk_seconds=chunk_seconds)
         # Features span the whole clip (the context is not frame-aligned), so no chunking here.
+        wav = wav if isinstance(wav, torch.Tensor) else wav[..., :]  # a streamed file (encode_file) is read whole
         n_q = self.quantizer.check_n_q(n_q)
         codes = self.quantizer.encode(self.fused_latent(wav, semantic, context), n_q).transpose(1, 2)
         return Tokens(codes, meta={"num_samples": wav.shape[-1]})
