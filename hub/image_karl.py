@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import CheckpointError
+from zoo.hub.image_titok import OPENAI_VIT_BLOCK_KEYS
 from zoo.hub.registry import register
 from zoo.models.image.karl import KARL, KARLConfig
 
@@ -79,11 +80,7 @@ _OUR_TO_OFFICIAL = [
     (r"^decoder\.norm_pre\.", "decoder.ln_pre."),
     (r"^decoder\.norm_post\.", "decoder.ln_post."),
     (r"^decoder\.head\.", "decoder.ffn."),
-    (r"\.transformer\.blocks\.(\d+)\.norm1\.", r".transformer.\1.ln_1."),
-    (r"\.transformer\.blocks\.(\d+)\.norm2\.", r".transformer.\1.ln_2."),
-    (r"\.transformer\.blocks\.(\d+)\.", r".transformer.\1."),
-    (r"\.mlp\.fc1\.", ".mlp.c_fc."),
-    (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+    *OPENAI_VIT_BLOCK_KEYS,
     (r"^quantizer\.codebook$", "quantize.embedding.weight"),
     # the VQGAN
     (r"^vqgan_decoder\.codebook\.weight$", "base_tokenizer.vqgan.quantize.embedding.weight"),

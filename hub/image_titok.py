@@ -34,6 +34,15 @@ StateDict = dict[str, torch.Tensor]
 _CODEBOOK = "quantizer.codebook"
 _CODEBOOK_STATISTICS = ("quantizer.code_usage", "quantizer.code_sum", "quantizer.initialised")
 
+# zoo.blocks.vit's block names -> the OpenAI CLIP-style ViT blocks that TiTok's (and KARL's) code uses
+OPENAI_VIT_BLOCK_KEYS = [
+    (r"\.transformer\.blocks\.(\d+)\.norm1\.", r".transformer.\1.ln_1."),
+    (r"\.transformer\.blocks\.(\d+)\.norm2\.", r".transformer.\1.ln_2."),
+    (r"\.transformer\.blocks\.(\d+)\.", r".transformer.\1."),
+    (r"\.mlp\.fc1\.", ".mlp.c_fc."),
+    (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+]
+
 # (our key pattern, official replacement), applied in order to our key names
 _OUR_TO_OFFICIAL = [
     (r"^encoder\.latent_tokens$", "latent_tokens"),
@@ -42,11 +51,7 @@ _OUR_TO_OFFICIAL = [
     (r"\.position_embedding$", ".positional_embedding"),
     (r"\.norm_pre\.", ".ln_pre."),
     (r"\.norm_post\.", ".ln_post."),
-    (r"\.transformer\.blocks\.(\d+)\.norm1\.", r".transformer.\1.ln_1."),
-    (r"\.transformer\.blocks\.(\d+)\.norm2\.", r".transformer.\1.ln_2."),
-    (r"\.transformer\.blocks\.(\d+)\.", r".transformer.\1."),
-    (r"\.mlp\.fc1\.", ".mlp.c_fc."),
-    (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+    *OPENAI_VIT_BLOCK_KEYS,
     (r"^encoder\.to_token\.", "encoder.conv_out."),
     (r"^decoder\.token_embed\.", "decoder.decoder_embed."),
     (r"^decoder\.head\.(\d)\.", r"decoder.ffn.\1."),

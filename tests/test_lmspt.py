@@ -112,19 +112,25 @@ def test_the_training_pass_feeds_both_decoders_and_every_codebook():
     assert all(g is not None and g.abs().sum() > 0 for g in codebooks)  # the codebook losses reach every codebook
 
 
-def test_the_resynthesis_term_trains_the_semantic_path_only_through_the_frozen_teacher():
-    from zoo.teachers import RandomSpeechTeacher
+def resynthesis_loss(model, teacher) -> torch.Tensor:
+    """SemanticResynthesis through `teacher` on a batch of two speech-like clips (0.2 s and 0.15 s)."""
     from zoo.training.speech_data import SpeechBatch
     from zoo.training.terms import SemanticResynthesis, TeacherTargets
 
-    model = tiny(seed=6).train()
-    teacher = RandomSpeechTeacher(dim=8, sample_rate=16000, hop_length=320)
     term = SemanticResynthesis(teacher)
     term.bind(model)
     wav = speech_like(2, 4800, seed=7)
     lengths = torch.tensor([4800, 3600])
     batch = SpeechBatch(wav, lengths, torch.zeros(2, dtype=torch.long), lengths, ["", ""], ["a", "b"])
-    loss = term(model(wav), TeacherTargets(batch, 24000, model.hop_length, 4800 // 240))
+    return term(model(wav), TeacherTargets(batch, 24000, model.hop_length, 4800 // 240))
+
+
+def test_the_resynthesis_term_trains_the_semantic_path_only_through_the_frozen_teacher():
+    from zoo.teachers import RandomSpeechTeacher
+
+    model = tiny(seed=6).train()
+    teacher = RandomSpeechTeacher(dim=8, sample_rate=16000, hop_length=320)
+    loss = resynthesis_loss(model, teacher)
     assert loss.ndim == 0 and loss > 0
     loss.backward()
     grads = lambda part: [p.grad for n, p in model.named_parameters() if n.startswith(part + ".")]  # noqa: E731

@@ -114,20 +114,13 @@ def test_a_truncated_bundled_model_is_refused(tmp_path):
 def test_the_resynthesis_term_trains_through_the_torch_whisper_encoder():
     from zoo.blocks.whisper_encoder import WhisperAudioEncoder
     from zoo.teachers import TorchWhisperEncoderTeacher
-    from zoo.training.speech_data import SpeechBatch
-    from zoo.training.terms import SemanticResynthesis, TeacherTargets
 
-    from test_lmspt import speech_like, tiny
+    from test_lmspt import resynthesis_loss, tiny
 
     torch.manual_seed(0)
     teacher = TorchWhisperEncoderTeacher.from_encoder(WhisperAudioEncoder(80, 32, 4, 2), full_window=False)
     model = tiny(seed=6).train()
-    term = SemanticResynthesis(teacher)
-    term.bind(model)
-    wav = speech_like(2, 4800, seed=7)
-    lengths = torch.tensor([4800, 3600])
-    batch = SpeechBatch(wav, lengths, torch.zeros(2, dtype=torch.long), lengths, ["", ""], ["a", "b"])
-    loss = term(model(wav), TeacherTargets(batch, 24000, model.hop_length, 4800 // 240))
+    loss = resynthesis_loss(model, teacher)
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if n.startswith("semantic_encoder.")]
     assert loss > 0 and any(g is not None and g.abs().sum() > 0 for g in grads)
