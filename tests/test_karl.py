@@ -292,3 +292,28 @@ def test_zoo_encode_takes_a_target_quality(tmp_path, capsys):
     assert main(["encode", str(tmp_path / "a.png"), "--model", str(folder), "--quality", "0.9",
                  "--out", str(tmp_path / "x")]) == 1
     assert "must lie in [0, 0.38], the range KARL was trained on, got 0.9." in capsys.readouterr().err
+
+
+def test_zoo_info_counts_the_tokens_chosen_over_a_folder(tmp_path, capsys):
+    import json
+
+    from zoo.cli import main
+    from zoo.io import read_image, write_image
+
+    model = tiny()
+    folder = model.save_pretrained(tmp_path / "karl")
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(images(3, seed=5)):
+        write_image(tmp_path / "images" / f"{i}.png", image)
+    capsys.readouterr()
+    assert main(["info", str(folder), "--data", str(tmp_path / "images"), "--quality", "0.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    loaded = zoo.load(str(folder))
+    expected = [int(loaded.encode(read_image(tmp_path / "images" / f"{i}.png", size=32)[None], quality=0.1).lengths[0])
+                for i in range(3)]
+    assert list(report["per_image"].values()) == expected and report["images"] == 3
+    assert report["tokens"]["mean"] == pytest.approx(sum(expected) / 3) and report["tokens"]["max"] == max(expected)
+    assert main(["info", str(folder), "--data", str(tmp_path / "images"), "--num-tokens", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == {"mean": 5, "std": 0, "min": 5, "max": 5}
+    assert main(["info", str(folder), "--data", str(tmp_path / "missing")]) == 1
+    assert "is not a folder of images" in capsys.readouterr().err

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--live", action="store_true", help="build the facts from the registry instead of reading "
                    f"the package's index ({INFO_INDEX}, which tests keep equal to the registry)")
     c.add_argument("--all", action="store_true", help=f"every registered name, live, as one JSON object (what {INFO_INDEX} holds)")
+    c.add_argument("--data", type=Path, default=None, help="a folder of images: the tokens the model chooses for each "
+                   "(adaptive tokenizers), their mean and spread; needs the weights (--checkpoint, or a folder as NAME)")
+    c.add_argument("--checkpoint", type=Path, default=None, help="with --data: the weights file of a registered NAME")
+    c.add_argument("--quality", type=float, default=None, help="with --data: the target error to encode at")
+    c.add_argument("--num-tokens", type=int, default=None, help="with --data: the token budget")
     c.set_defaults(run=_info)
 
     for command, helptext, run in (("encode", "files -> tokens (.safetensors)", _encode),
@@ -256,9 +261,40 @@ def _info(args) -> int:
         return 0
     if not args.name:
         raise TokenizerError("say which model: zoo info NAME (`zoo list` shows the names).")
+    if args.data is not None:
+        print(json.dumps(tokens_chosen(args), indent=2))
+        return 0
     indexed = None if args.live else info_index().get(args.name)
     print(json.dumps(indexed if indexed is not None else model_info(args.name), indent=2))
     return 0
+
+
+def tokens_chosen(args) -> dict:
+    """`zoo info NAME --data FOLDER`: the tokens the model keeps for each image of the folder (at its
+    --quality / --num-tokens), with their mean, spread and range."""
+    import statistics
+
+    import zoo
+    from zoo.io import IMAGE_SUFFIXES, read_image
+
+    model = zoo.load(args.name, checkpoint=args.checkpoint)
+    if model.modality != "image":
+        raise TokenizerError(f"--data counts the tokens of image tokenizers; {args.name} is an {model.modality} model.")
+    if not args.data.is_dir():
+        raise TokenizerError(f"--data {args.data} is not a folder of images.")
+    files = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TokenizerError(f"--data {args.data} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    options = model.check_options("encode", command_options(args, model, ("encode",), ("num_tokens", "quality")))
+    counts = {}
+    for path in files:
+        tokens = model.encode(read_image(path, size=model.image_size)[None], **options)
+        counts[str(path.relative_to(args.data))] = (int(tokens.lengths[0]) if tokens.lengths is not None
+                                                     else int(tokens.codes.shape[1]))
+    values = list(counts.values())
+    return {"model": args.name, "data": str(args.data), "options": options, "images": len(values),
+            "tokens": {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values),
+                       "max": max(values)}, "per_image": counts}
 
 
 def info_index() -> dict:
@@ -319,7 +355,7 @@ def command_options(args, model, directions: tuple[str, ...],
     for key in shorthands:
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
-    for item in args.opt:
+    for item in getattr(args, "opt", None) or []:  # `zoo info --data` has no --opt
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
