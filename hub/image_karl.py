@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from zoo.errors import CheckpointError
-from zoo.hub.image_titok import OPENAI_VIT_BLOCK_KEYS
+from zoo.hub.image_titok import (CODEBOOK_STATISTICS, OPENAI_VIT_BLOCK_KEYS, renamed_official_state,
+                                 with_codebook_statistics)
 from zoo.hub.registry import register
 from zoo.models.image.karl import KARL, KARLConfig
 
@@ -57,10 +57,6 @@ PAPER = ("Single-pass Adaptive Image Tokenization for Minimum Program Search (Du
 LICENSE = ("unknown: ShivamDuggal4/karl states no licence (no LICENSE file); its base VQGAN and VAE come from "
            "LTH14/mage and LTH14/mar, both MIT")
 TRAINING_ONLY = ("gan_losses.",)
-
-# our codebook and its EMA statistics, which the official quantizer does not have
-_CODEBOOK = "quantizer.codebook"
-_CODEBOOK_STATISTICS = ("quantizer.code_usage", "quantizer.code_sum", "quantizer.initialised")
 
 # (our key pattern, official replacement), applied in order to our key names
 _OUR_TO_OFFICIAL = [
@@ -119,7 +115,7 @@ def official_key_map(config: KARLConfig, expected: StateDict | None = None) -> d
     levels = len(config.vae_block_channels)
     mapping = {}
     for ours in expected:
-        if ours in _CODEBOOK_STATISTICS:
+        if ours in CODEBOOK_STATISTICS:  # our codebook's EMA statistics: not in the official file
             continue
         official = ours
         for pattern, replacement in _OUR_TO_OFFICIAL:
@@ -140,40 +136,13 @@ def official_shapes(config: KARLConfig, expected: StateDict | None = None) -> di
     return shapes
 
 
-def _listing(keys: list[str]) -> str:
-    return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-
 def convert_official_karl(state: StateDict, config: KARLConfig) -> StateDict:
     """An official KARL state dict ('model' or 'ema' of a release) -> ours. The l2-normalized codebook is
     stored normalized, which is what the official quantizer looks up."""
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}  # saved from a DDP wrapper
-    state = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY)}
     expected = _meta_model(config).state_dict()
-    mapping = official_key_map(config, expected)
-    shapes = official_shapes(config, expected)
-    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-    if missing or unexpected:
-        parts = [f"{label}: {_listing(keys)}" for label, keys in (("missing keys", missing), ("unexpected keys", unexpected))
-                 if keys]
-        raise CheckpointError(f"the checkpoint does not fit the official KARL layout for this configuration "
-                              f"({'; '.join(parts)}); is it the checkpoint of another KARL variant or model?")
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs expected {shape}" for k, shape in shapes.items()
-             if tuple(state[k].shape) != shape]
-    if wrong:
-        raise CheckpointError(f"the checkpoint's tensor shapes do not fit this KARL configuration ({_listing(wrong)}); "
-                              "is it the checkpoint of another KARL variant?")
-    ours = {key: state[official].detach().to(torch.float32).reshape(expected[key].shape).clone()
-            for key, official in mapping.items()}
-    if config.quantize:
-        codebook = F.normalize(ours[_CODEBOOK], dim=-1)
-        code_usage, code_sum, initialised = _CODEBOOK_STATISTICS
-        ours[_CODEBOOK] = codebook
-        ours[code_sum] = codebook.clone()  # EMA statistics consistent with the rows: sum / usage = codebook
-        ours[code_usage] = torch.ones(expected[code_usage].shape)
-        ours[initialised] = torch.tensor(True)
-    return ours
+    ours = renamed_official_state(state, official_key_map(config, expected), official_shapes(config, expected),
+                                  expected, "KARL", "another KARL variant or model", dropped=TRAINING_ONLY)
+    return with_codebook_statistics(ours, expected, normalize=True) if config.quantize else ours
 
 
 # ---- reading the official file ---------------------------------------------------------------

@@ -32,7 +32,7 @@ StateDict = dict[str, torch.Tensor]
 
 # our codebook (K, C) and its EMA statistics, which the official quantizer does not have
 _CODEBOOK = "quantizer.codebook"
-_CODEBOOK_STATISTICS = ("quantizer.code_usage", "quantizer.code_sum", "quantizer.initialised")
+CODEBOOK_STATISTICS = ("quantizer.code_usage", "quantizer.code_sum", "quantizer.initialised")
 
 # zoo.blocks.vit's block names -> the OpenAI CLIP-style ViT blocks that TiTok's (and KARL's) code uses
 OPENAI_VIT_BLOCK_KEYS = [
@@ -81,7 +81,7 @@ def official_key_map(config: TiTokConfig, expected: StateDict | None = None) -> 
     expected = _meta_model(config).state_dict() if expected is None else expected
     mapping = {}
     for ours in expected:
-        if ours in _CODEBOOK_STATISTICS:
+        if ours in CODEBOOK_STATISTICS:
             continue
         official = ours
         for pattern, replacement in _OUR_TO_OFFICIAL:
@@ -106,40 +106,51 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
 
-def convert_official_titok(state: StateDict, config: TiTokConfig) -> StateDict:
-    """Official TiTok / One-D-Piece state dict -> ours. The l2-normalized ("cosine") codebook is
-    stored normalized, which is what the official quantizer looks up."""
+def renamed_official_state(state: StateDict, mapping: dict[str, str], shapes: dict[str, tuple[int, ...]],
+                           expected: StateDict, family: str, other: str, dropped: tuple[str, ...] = ()) -> StateDict:
+    """The official tensors under our names (`mapping`: ours -> official), float32 in our shapes, after
+    checking that the file holds exactly the official keys (`shapes`: official key -> shape) with those
+    shapes; keys starting with `dropped` (training-only parts) are left out first. `family` names the
+    layout in the errors, `other` what the file may be instead ("another TiTok / One-D-Piece variant")."""
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}  # saved from a DDP wrapper
-    expected = _meta_model(config).state_dict()
-    mapping = official_key_map(config, expected)
-    shapes = official_shapes(config, expected)
+    state = {k: v for k, v in state.items() if not k.startswith(dropped)} if dropped else state
     missing = sorted(set(shapes) - set(state))
     unexpected = sorted(set(state) - set(shapes))
     if missing or unexpected:
         found = (("missing keys", missing), ("unexpected keys", unexpected))
         parts = [f"{label}: {_listing(keys)}" for label, keys in found if keys]
-        raise CheckpointError(
-            f"the checkpoint does not fit the official TiTok layout for this configuration ({'; '.join(parts)}); "
-            "is it the checkpoint of another TiTok / One-D-Piece variant?")
+        raise CheckpointError(f"the checkpoint does not fit the official {family} layout for this configuration "
+                              f"({'; '.join(parts)}); is it the checkpoint of {other}?")
     wrong = [f"{k}: file {tuple(state[k].shape)} vs expected {shape}" for k, shape in shapes.items()
              if tuple(state[k].shape) != shape]
     if wrong:
-        raise CheckpointError(
-            f"the checkpoint's tensor shapes do not fit this TiTok configuration ({_listing(wrong)}); "
-            "is it the checkpoint of another TiTok / One-D-Piece variant?")
-    ours: StateDict = {}
-    for key, official in mapping.items():
-        ours[key] = state[official].detach().to(torch.float32).reshape(expected[key].shape).clone()
+        raise CheckpointError(f"the checkpoint's tensor shapes do not fit this {family} configuration "
+                              f"({_listing(wrong)}); is it the checkpoint of {other}?")
+    return {key: state[official].detach().to(torch.float32).reshape(expected[key].shape).clone()
+            for key, official in mapping.items()}
+
+
+def with_codebook_statistics(ours: StateDict, expected: StateDict, normalize: bool) -> StateDict:
+    """`ours` with the codebook l2-normalized when `normalize` (what an l2-normalized official quantizer
+    looks up) and EMA statistics consistent with its rows (sum / usage = codebook), marked initialised."""
+    codebook = F.normalize(ours[_CODEBOOK], dim=-1) if normalize else ours[_CODEBOOK]
+    code_usage, code_sum, initialised = CODEBOOK_STATISTICS
+    ours[_CODEBOOK] = codebook
+    ours[code_sum] = codebook.clone()
+    ours[code_usage] = torch.ones(expected[code_usage].shape)
+    ours[initialised] = torch.tensor(True)
+    return ours
+
+
+def convert_official_titok(state: StateDict, config: TiTokConfig) -> StateDict:
+    """Official TiTok / One-D-Piece state dict -> ours. The l2-normalized ("cosine") codebook is
+    stored normalized, which is what the official quantizer looks up."""
+    expected = _meta_model(config).state_dict()
+    ours = renamed_official_state(state, official_key_map(config, expected), official_shapes(config, expected),
+                                  expected, "TiTok", "another TiTok / One-D-Piece variant")
     if config.bottleneck == "vq":
-        codebook = ours[_CODEBOOK]
-        if config.codebook_distance == "cosine":
-            codebook = F.normalize(codebook, dim=-1)
-        code_usage, code_sum, initialised = _CODEBOOK_STATISTICS
-        ours[_CODEBOOK] = codebook
-        ours[code_sum] = codebook.clone()  # EMA statistics consistent with the rows: sum / usage = codebook
-        ours[code_usage] = torch.ones(expected[code_usage].shape)
-        ours[initialised] = torch.tensor(True)
+        ours = with_codebook_statistics(ours, expected, normalize=config.codebook_distance == "cosine")
     return ours
 
 
