@@ -157,6 +157,17 @@ class AudioFileSource:
         self._context_periods = math.ceil(width / self._file_step) + 2
         self.shape = (1, 1, math.ceil(self.file_frames * sample_rate / self.file_rate))
         self.peak = 0.0
+        self._file = None  # open between __enter__ and __exit__: one handle for every block read
+
+    def __enter__(self) -> "AudioFileSource":
+        import soundfile as sf
+
+        self._file = sf.SoundFile(str(self.path))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+        self._file = None
 
     def __getitem__(self, key) -> torch.Tensor:
         if not (isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis and isinstance(key[1], slice)):
@@ -180,9 +191,13 @@ class AudioFileSource:
         """File samples [start, end) as (1, 1, end - start), mono, checked."""
         import soundfile as sf
 
-        with sf.SoundFile(str(self.path)) as f:
+        f = self._file if self._file is not None else sf.SoundFile(str(self.path))  # outside `with`: this read alone
+        try:
             f.seek(start)
             data = f.read(end - start, dtype="float32", always_2d=True)  # (T, C)
+        finally:
+            if f is not self._file:
+                f.close()
         block = torch.from_numpy(data.mean(1) if data.shape[1] > 1 else data[:, 0].copy())[None, None]
         if not bool(torch.isfinite(block).all()):
             raise TokenizerError(f"{self.path} holds NaN or infinite samples (near {start / self.file_rate:.1f} s); "

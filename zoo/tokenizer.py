@@ -634,7 +634,8 @@ class AudioTokenizer(Tokenizer):
         if source.shape[-1] < self.hop_length:
             raise TokenizerError(f"{path} is {source.shape[-1]} samples long at {self.sample_rate} Hz, shorter than one "
                                  f"code frame ({self.hop_length} samples); give longer audio.")
-        tokens = self._encode(source, **options)
+        with source:
+            tokens = self._encode(source, **options)
         if source.peak > 2.0:
             warnings.warn(f"{path} peaks at {source.peak:.3g}, far outside [-1, 1]; is it unscaled PCM?", stacklevel=2)
         tokens.meta.setdefault("sample_rate", self.sample_rate)

@@ -123,7 +123,7 @@ class TorchWhisperEncoderTeacher(Teacher):
     passes_gradients = True
 
     def __init__(self, model_path: str | None = None, full_window: bool = True):
-        from zoo.blocks.whisper_encoder import WhisperAudioEncoder, WhisperLogMel
+        from zoo.blocks.whisper_encoder import WhisperAudioEncoder
         from zoo.teachers.whisper_weights import whisper_encoder_state
 
         path = resolve_whisper_path(model_path, ctranslate2_only=False)
