@@ -8,6 +8,7 @@ from zoo.hub import audio_wavtokenizer  # noqa: F401,E402
 from zoo.hub import audio_lmspt  # noqa: F401,E402
 from zoo.hub import image_flextok  # noqa: F401,E402
 from zoo.hub import image_karl  # noqa: F401,E402
+from zoo.hub import image_alit  # noqa: F401,E402
 from zoo.hub import defaults  # noqa: F401,E402
 
 __all__ = ["ModelEntry", "WeightSource", "create", "list_models", "load", "model_entry", "register"]

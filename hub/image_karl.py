@@ -78,6 +78,9 @@ _OUR_TO_OFFICIAL = [
     (r"^decoder\.head\.", "decoder.ffn."),
     *OPENAI_VIT_BLOCK_KEYS,
     (r"^quantizer\.codebook$", "quantize.embedding.weight"),
+]
+# the base tokenizers' modules (KARL's and ALIT's alike): ours -> the official base_tokenizer.*
+BASE_TOKENIZER_KEYS = [
     # the VQGAN
     (r"^vqgan_decoder\.codebook\.weight$", "base_tokenizer.vqgan.quantize.embedding.weight"),
     (r"^vqgan_decoder\.decoder\.", "base_tokenizer.vqgan.decoder."),
@@ -107,33 +110,44 @@ def _meta_model(config: KARLConfig) -> KARL:
         return KARL(config)
 
 
-def official_key_map(config: KARLConfig, expected: StateDict | None = None) -> dict[str, str]:
-    """Our key -> official key, for every tensor of the official layout (the codebook's EMA statistics,
-    which the official quantizer does not have, are left out). `expected`: our state dict for `config`
-    (shapes only), when the caller has it already."""
-    expected = _meta_model(config).state_dict() if expected is None else expected
-    levels = len(config.vae_block_channels)
+def renamed_keys(expected: StateDict, table, vae_levels: int) -> dict[str, str]:
+    """Our key -> official key for every key of `expected` but the codebook's EMA statistics (which the
+    official quantizer does not have): `table`'s (pattern, replacement) pairs in order, then the LDM VAE
+    decoder's levels reversed (`vae_levels` of them)."""
     mapping = {}
     for ours in expected:
         if ours in CODEBOOK_STATISTICS:  # our codebook's EMA statistics: not in the official file
             continue
         official = ours
-        for pattern, replacement in _OUR_TO_OFFICIAL:
+        for pattern, replacement in table:
             official = re.sub(pattern, replacement, official)
-        official = _LDM_DECODER_LEVEL.sub(lambda m: f"base_tokenizer.vae.decoder.up.{levels - 1 - int(m.group(1))}.",
+        official = _LDM_DECODER_LEVEL.sub(lambda m: f"base_tokenizer.vae.decoder.up.{vae_levels - 1 - int(m.group(1))}.",
                                           official)
         mapping[ours] = official
     return mapping
 
 
-def official_shapes(config: KARLConfig, expected: StateDict | None = None) -> dict[str, tuple[int, ...]]:
-    """Official key -> tensor shape, as the official code builds the model for `config`."""
-    expected = _meta_model(config).state_dict() if expected is None else expected
+def renamed_shapes(mapping: dict[str, str], expected: StateDict) -> dict[str, tuple[int, ...]]:
+    """Official key -> tensor shape for `mapping` (ours -> official): ours, but the VAE attention's 1x1 convs."""
     shapes = {}
-    for ours, official in official_key_map(config, expected).items():
+    for ours, official in mapping.items():
         shape = tuple(expected[ours].shape)
         shapes[official] = shape + (1, 1) if _ATTENTION_WEIGHT.match(official) else shape  # theirs 1x1 convs
     return shapes
+
+
+def official_key_map(config: KARLConfig, expected: StateDict | None = None) -> dict[str, str]:
+    """Our key -> official key, for every tensor of the official layout (the codebook's EMA statistics,
+    which the official quantizer does not have, are left out). `expected`: our state dict for `config`
+    (shapes only), when the caller has it already."""
+    expected = _meta_model(config).state_dict() if expected is None else expected
+    return renamed_keys(expected, _OUR_TO_OFFICIAL + BASE_TOKENIZER_KEYS, len(config.vae_block_channels))
+
+
+def official_shapes(config: KARLConfig, expected: StateDict | None = None) -> dict[str, tuple[int, ...]]:
+    """Official key -> tensor shape, as the official code builds the model for `config`."""
+    expected = _meta_model(config).state_dict() if expected is None else expected
+    return renamed_shapes(official_key_map(config, expected), expected)
 
 
 def convert_official_karl(state: StateDict, config: KARLConfig) -> StateDict:
@@ -163,10 +177,10 @@ def _plain(value):
     return repr(value)
 
 
-def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
-    """An official KARL .pth read with weights_only=True, argparse.Namespace (its training arguments)
-    being the one class allowed beyond tensors and plain containers; safetensors files and folders are
-    read by zoo.io.read_checkpoint."""
+def read_official_checkpoint(path: str | Path, family: str = "KARL") -> OfficialCheckpoint:
+    """An official KARL (or ALIT: `family` names it in the errors) .pth read with weights_only=True,
+    argparse.Namespace (its training arguments) being the one class allowed beyond tensors and plain
+    containers; safetensors files and folders are read by zoo.io.read_checkpoint."""
     from zoo.io import read_checkpoint
 
     path = Path(path)
@@ -183,7 +197,7 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the zoo loads tensors and the training "
             "arguments only, never arbitrary pickles.") from None
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} holds a {type(saved).__name__}, not the dictionary of an official KARL checkpoint.")
+        raise CheckpointError(f"{path} holds a {type(saved).__name__}, not the dictionary of an official {family} checkpoint.")
     args = saved.get("args")
     args = {k: _plain(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else {}
     for part in ("ema", "model"):
@@ -201,11 +215,17 @@ def check_official_args(args: dict, config: KARLConfig, source: str) -> None:
     """Refuse training arguments that name another base tokenizer, latent quantization or model size
     than `config` (arguments a file does not carry are not checked)."""
     wanted = {"base_tokenizer": config.base_tokenizer, "quantize_latent": config.quantize, "model": "karl_small"}
+    refuse_other_variant(args, wanted, source, "KARL", "karl-*")
+
+
+def refuse_other_variant(args: dict, wanted: dict, source: str, family: str, names: str) -> None:
+    """A CheckpointError when training arguments `args` differ from `wanted` (key -> value) where they
+    have the key; `names` is the wildcard of the family's registered names."""
     wrong = [f"{key}={args[key]!r} (this model: {value!r})" for key, value in wanted.items()
              if key in args and args[key] != value]
     if wrong:
-        raise CheckpointError(f"{source} was trained with {', '.join(wrong)}; load it with the registered KARL name "
-                              "of that variant (`zoo list 'karl-*'`).")
+        raise CheckpointError(f"{source} was trained with {', '.join(wrong)}; load it with the registered {family} "
+                              f"name of that variant (`zoo list '{names}'`).")
 
 
 def load_official_karl(path: str | Path, config: KARLConfig) -> KARL:

@@ -62,6 +62,11 @@ def values(shape, kind: str, dtype, seed: int, low: float, high: float) -> torch
     return x.to(dtype)
 
 
+def token_step(model) -> int:
+    """The token counts a family takes are multiples of this (ALIT: a rollout's tokens; others: 1)."""
+    return int(model.info().get("tokens_per_rollout", 1))
+
+
 def decode_options(model, defect: str | None) -> dict:
     """The family's decode options: well-formed, or with the defect asked for."""
     if model.architecture != "flextok":
@@ -102,7 +107,7 @@ FLOW_DEFECTS = {"steps 0", "steps 1.5", "guidance NaN"}  # of a rectified-flow d
 def image_cases(draw, model):
     """(x, encode options, decode options, the defect or None): half the cases well-formed in every
     respect (random batch, dtype, values, token counts), half with exactly one defect."""
-    size, n = model.image_size, model.num_tokens
+    size, n, step = model.image_size, model.num_tokens, token_step(model)
     defects = [d for d in IMAGE_DEFECTS if model.architecture == "flextok" or d not in FLOW_DEFECTS]
     defect = draw(st.one_of(st.none(), st.sampled_from(defects)))
     batch = 0 if defect == "empty batch" else draw(st.integers(1, 3))
@@ -119,7 +124,8 @@ def image_cases(draw, model):
     if defect in counts:
         num_tokens = counts[defect]
     elif defect in ("lengths of another batch", "float lengths", "a length of 0") or draw(st.booleans()):
-        lengths = draw(st.lists(st.integers(1, n), min_size=max(batch, 1), max_size=max(batch, 1)))
+        lengths = [step * k for k in draw(st.lists(st.integers(1, n // step), min_size=max(batch, 1),
+                                                   max_size=max(batch, 1)))]
         if defect == "lengths of another batch":
             lengths = lengths + [1]
         elif defect == "a length of 0":
@@ -127,7 +133,7 @@ def image_cases(draw, model):
         num_tokens = torch.tensor(lengths, dtype=torch.float32 if defect == "float lengths"
                                   else draw(st.sampled_from([torch.long, torch.int32])))
     else:
-        num_tokens = draw(st.one_of(st.none(), st.integers(1, n)))
+        num_tokens = draw(st.one_of(st.none(), st.integers(1, n // step).map(lambda k: step * k)))
     encode_options = {} if num_tokens is None else {"num_tokens": num_tokens}
     return x, encode_options, decode_options(model, defect), defect
 
@@ -156,8 +162,9 @@ def test_image_encode_decode_is_an_output_of_the_documented_shape_or_one_clear_e
 def test_image_codes_do_not_depend_on_the_batch(architecture, batch, seed, per_image):
     model = model_of(architecture)
     x = values((batch, 3, model.image_size, model.image_size), "unit", torch.float32, seed, 0.0, 1.0)
-    n = model.num_tokens
-    lengths = torch.randint(1, n + 1, (batch,), generator=torch.Generator().manual_seed(seed)) if per_image else None
+    n, step = model.num_tokens, token_step(model)
+    lengths = step * torch.randint(1, n // step + 1, (batch,), generator=torch.Generator().manual_seed(seed)) \
+        if per_image else None
     whole = model.encode(x, **({"num_tokens": lengths} if per_image else {}))
     for i in range(batch):
         one = model.encode(x[i:i + 1], **({"num_tokens": lengths[i:i + 1]} if per_image else {}))

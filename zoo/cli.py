@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, required=True, help="folder of images, or of audio clips (+ <clip>.txt transcripts)")
     c.add_argument("--num-tokens", type=_int_list, default=None, help="token counts to sweep, e.g. 8,16,32")
     c.add_argument("--n-q", type=_int_list, default=None, help="quantizer counts to sweep, e.g. 1,2,8")
+    c.add_argument("--quality", type=_float_list, default=None, help="adaptive tokenizers (KARL): target errors, e.g. "
+                   "0.05,0.1,0.2; per target the tokens chosen, the error reached, PSNR and passes per image")
+    c.add_argument("--search", choices=["linear", "binary"], default=None,
+                   help="with --quality: how the tokenizer searches for the tokens (ALIT); short for its encode option")
+    c.add_argument("--compare", default=None, metavar="NAME", help="with --quality: a flexible-length tokenizer "
+                   "(One-D-Piece) at fixed token counts on the same images, beside the targets' rows and plot")
     c.add_argument("--steps", type=int, default=None, help="sampler steps (flow decoders); short for --opt steps=N")
     c.add_argument("--seed", type=int, default=None, help="sampler seed (flow decoders); short for --opt seed=N")
     _add_option_arg(c, "a decode")
@@ -118,7 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--repeats", type=int, default=3)
     c.add_argument("--seconds", type=float, default=4.0, help="audio length per clip")
     c.add_argument("--weights", action="store_true", help="load the model's weights (default: random, same speed)")
-    c.add_argument("--vs", default=None, help="another implementation: package.module:factory(name, device)")
+    c.add_argument("--vs", default=None, help="another implementation: package.module:factory(name, device), or "
+                   "'official': the family's official code with the same weights (timed in turn with ours, outputs compared)")
+    c.add_argument("--official-path", default=None, help="with --vs official: a checkout of the official code "
+                   "(default: ZOO_OFFICIAL_<FAMILY>, else an installed package)")
     c.add_argument("--json", type=Path, default=None)
     c.set_defaults(run=_bench)
 
@@ -170,6 +179,13 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _add_option_arg(c, which: str) -> None:
@@ -272,29 +288,17 @@ def _info(args) -> int:
 def tokens_chosen(args) -> dict:
     """`zoo info NAME --data FOLDER`: the tokens the model keeps for each image of the folder (at its
     --quality / --num-tokens), with their mean, spread and range."""
-    import statistics
-
     import zoo
-    from zoo.io import IMAGE_SUFFIXES, read_image
+    from zoo.eval.adaptive import check_image_model, encode_each, image_files, kept, spread
 
     model = zoo.load(args.name, checkpoint=args.checkpoint)
-    if model.modality != "image":
-        raise TokenizerError(f"--data counts the tokens of image tokenizers; {args.name} is an {model.modality} model.")
-    if not args.data.is_dir():
-        raise TokenizerError(f"--data {args.data} is not a folder of images.")
-    files = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TokenizerError(f"--data {args.data} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    check_image_model(model, args.name)
+    files = image_files(args.data)
     options = model.check_options("encode", command_options(args, model, ("encode",), ("num_tokens", "quality")))
-    counts = {}
-    for path in files:
-        tokens = model.encode(read_image(path, size=model.image_size)[None], **options)
-        counts[str(path.relative_to(args.data))] = (int(tokens.lengths[0]) if tokens.lengths is not None
-                                                     else int(tokens.codes.shape[1]))
+    counts = {str(path.relative_to(args.data)): kept(tokens)[0] for path, _, tokens in encode_each(model, files, options)}
     values = list(counts.values())
     return {"model": args.name, "data": str(args.data), "options": options, "images": len(values),
-            "tokens": {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values),
-                       "max": max(values)}, "per_image": counts}
+            "tokens": spread(values), "per_image": counts}
 
 
 def info_index() -> dict:
@@ -506,6 +510,10 @@ def _eval(args) -> int:
     from zoo.errors import require_extra
     from zoo.eval import runner
 
+    if args.quality is not None:
+        return _eval_adaptive(args)
+    if args.search or args.compare:
+        raise TokenizerError("--search and --compare go with --quality (the target errors of an adaptive tokenizer).")
     # what the run will need, checked before the long part
     if args.plot:
         if len(args.num_tokens or args.n_q or []) < 2 and not args.baseline:
@@ -540,21 +548,49 @@ def _eval(args) -> int:
                                         speaker_similarity=not args.no_speaker, decode_options=decode_options,
                                         baselines=baselines)
     report.model = args.model
+    return _print_report(args, report, runner.plot_sweep)
+
+
+def _print_report(args, report, plot) -> int:
+    """An eval report as a table, and as --json and --plot (drawn by `plot(report, path)`) when given."""
     print(report.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(report.to_json())
         print(f"report -> {args.json}")
     if args.plot:
-        print(f"plot -> {runner.plot_sweep(report, args.plot)}")
+        print(f"plot -> {plot(report, args.plot)}")
     return 0
+
+
+def _eval_adaptive(args) -> int:
+    """`zoo eval --quality`: the rate-quality report of an adaptive tokenizer (zoo.eval.adaptive)."""
+    import zoo
+    from zoo.errors import require_extra
+    from zoo.eval.adaptive import check_targets, evaluate_adaptive, plot_adaptive
+
+    others = [flag for flag, given in (("--num-tokens", args.num_tokens), ("--n-q", args.n_q), ("--baseline", args.baseline),
+                                       ("--lpips-vgg", args.lpips_vgg), ("--lpips-linear", args.lpips_linear),
+                                       ("--inception", args.inception)) if given]
+    if others:
+        raise TokenizerError(f"--quality reports the tokens an adaptive tokenizer chooses; leave out {', '.join(others)}.")
+    if args.plot:
+        require_extra("matplotlib", "eval", "--plot")
+    check_outputs([args.model, args.checkpoint], [p for p in (args.json, args.plot) if p is not None])
+    model = _load_model(args)
+    check_targets(model, args.model, args.quality)  # before the compared model is loaded
+    decode_options = model.check_options("decode", command_options(args, model, ("decode",), ("steps", "seed")))
+    report = evaluate_adaptive(model, args.data, args.quality, label=args.model, limit=args.limit, search=args.search,
+                               decode_options=decode_options, compare=zoo.load(args.compare) if args.compare else None,
+                               compare_label=args.compare or "")
+    return _print_report(args, report, plot_adaptive)
 
 
 def _bench(args) -> int:
     from zoo.eval.bench import bench, device_name, format_results, results_as_dicts
 
     results = bench(args.model, args.device, args.dtypes, args.batch_sizes, args.compile, args.repeats,
-                    args.seconds, args.weights, args.vs)
+                    args.seconds, args.weights, args.vs, official_path=args.official_path)
     print(f"{args.model} on {device_name(args.device)}")
     print(format_results(results))
     if args.json:

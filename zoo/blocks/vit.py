@@ -12,6 +12,8 @@ padding cut off.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,7 +93,7 @@ class Transformer(nn.Module):
         return x
 
 
-def init_vit_weights(module: nn.Module) -> None:
+def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:
     """The usual ViT init, applied with `model.apply`: normal (std 0.02) linear and conv weights,
     zero biases, unit LayerNorms. (The common `trunc_normal_(std=0.02)` truncates at +-2 in
     absolute value, 100 std, so it is this same normal; `normal_` is much faster on the CPU.)
@@ -99,7 +101,7 @@ def init_vit_weights(module: nn.Module) -> None:
     official TiTok init leaves alone too: at std 0.02, narrow models (width 64) pass almost no
     signal through attention and do not learn."""
     if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, Attention):
@@ -109,3 +111,11 @@ def init_vit_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def reinit_vit_weights(*modules: nn.Module, std: float) -> None:
+    """init_vit_weights at another std over `modules` (a from-scratch training option: the usual 0.02 suits
+    widths near 1024; at width 32-128 it passes almost no signal through the layers, and the model learns
+    the mean image first; about width ** -0.5 keeps each layer's gain near one)."""
+    for module in modules:
+        module.apply(functools.partial(init_vit_weights, std=std))

@@ -319,6 +319,13 @@ def plot_sweep(report: EvalReport, path: str | Path) -> Path:
         if len(methods) > 1:
             ax.legend(fontsize=7)
     fig.suptitle(f"{report.model} on {Path(report.data).name} ({report.num_items} items)")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG at `path` (its folder made) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

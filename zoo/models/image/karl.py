@@ -30,6 +30,12 @@ in a batch of several images some heads see another image's mask; its evaluation
 time.) From the grid cells it predicts logits over the VQGAN's 1024 codes, whose softmax weights the
 VQGAN codebook for the VQGAN decoder (as TiTok's proxy codes do), or the VAE latents for the VAE
 decoder. Images in and out are in [0, 1].
+
+Training. `forward(x, num_tokens, bins)` is one differentiable pass over the first num_tokens latent
+tokens at the given target-error bins: the decoder's output (code logits or VAE latents), the
+halting logits, the quantizer's loss and, on request, the pixels; with `hide_halted` the decoder does
+not see the tokens the head halts. The two-pass halting objective and both stages are a training
+regime: zoo.training.adaptive.KARLTraining.
 """
 from __future__ import annotations
 
@@ -40,12 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.blocks.vae_kl import KLAutoencoder
 from zoo.blocks.vit import Transformer, init_vit_weights
-from zoo.blocks.vqgan import ProxyCodePixelDecoder, VQGANEncoder
 from zoo.errors import TokenizerError
+from zoo.models.image.over_base import OverBaseConfig, OverBaseTokenizer
 from zoo.quantize import VectorQuantizer
-from zoo.tokenizer import ImageTokenizer, TokenizerConfig
 from zoo.tokens import Tokens, lengths_to_mask
 
 # the target reconstruction errors KARL was trained with (each has its learned condition embedding)
@@ -56,7 +60,6 @@ HALTING_THRESHOLD = 0.75      # a token whose halting probability exceeds this i
 TOKEN_SLOTS = 512             # rows of the learned latent tokens and of the decoder's token positions
 POSITION_GRID = 64            # side of the learned 2D position grids
 HALTING_HIDDEN = 512          # hidden width of the halting head
-BASES = ("vqgan", "vae")
 
 # encode options
 NumTokens = Annotated[int | torch.Tensor | None,
@@ -69,36 +72,11 @@ Quality = Annotated[float | torch.Tensor | None,
 
 
 @dataclass
-class KARLConfig(TokenizerConfig):
-    """KARL's architecture: image size, largest token budget, ViT sizes, token bottleneck, base tokenizer.
-    The defaults are the released "karl_small" (width 1024, 8 layers of 8 heads on both sides).
+class KARLConfig(OverBaseConfig):
+    """KARL's architecture: OverBaseConfig's fields (image size, ViT sizes, token bottleneck, base
+    tokenizer; the defaults are the released "karl_small") and the largest token budget."""
 
-    The base VQGAN's fields carry TiTok's names (TiTok's decoder predicts the same VQGAN's codes);
-    its encoder and decoder share their widths."""
-
-    image_size: int = 256
     num_tokens: int = 256              # the largest token budget
-    encoder_width: int = 1024
-    encoder_depth: int = 8
-    encoder_heads: int = 8
-    decoder_width: int = 1024
-    decoder_depth: int = 8
-    decoder_heads: int = 8
-    mlp_ratio: float = 4.0
-    quantize: bool = True              # tokens from an l2-normalized codebook (False: continuous tokens)
-    token_dim: int = 12
-    codebook_size: int = 4096
-    base_tokenizer: str = "vqgan"      # "vqgan" (MAGE's VQGAN) or "vae" (MAR's KL-16 VAE)
-    proxy_codebook_size: int = 1024    # the VQGAN: codes, code channels (= its latent channels), widths
-    proxy_code_dim: int = 256
-    pixel_decoder_channels: int = 128
-    pixel_decoder_channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
-    pixel_decoder_res_blocks: int = 2
-    vae_latent_channels: int = 16      # the VAE: latent channels, widths, the scale of its latents
-    vae_block_channels: tuple[int, ...] = (128, 128, 256, 256, 512)
-    vae_layers_per_block: int = 2
-    vae_norm_groups: int = 32
-    vae_scaling_factor: float = 0.2325
 
 
 def sample_position_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -114,11 +92,32 @@ def bin_quality(quality: torch.Tensor) -> torch.Tensor:
     return below.clamp(max=len(QUALITY_BINS) - 1)
 
 
+def halted(halting_logits: torch.Tensor) -> torch.Tensor:
+    """Halting logits -> bool, True where the halting probability exceeds HALTING_THRESHOLD."""
+    return torch.sigmoid(halting_logits) > HALTING_THRESHOLD
+
+
 class KARLEncoderOutput(NamedTuple):
     """What the encoder gives for each of the k latent tokens."""
 
-    tokens: torch.Tensor   # (B, k, token_dim), before quantization
-    halting: torch.Tensor  # (B, k) probability that the image no longer needs the token
+    tokens: torch.Tensor          # (B, k, token_dim), before quantization
+    halting_logits: torch.Tensor  # (B, k): sigmoid -> probability that the image no longer needs the token
+
+
+class BaseTargets(NamedTuple):
+    """The frozen base tokenizer's view of a batch, computed once per training step."""
+
+    latents: torch.Tensor  # (B, C_base, h, w): what the encoder reads beside the patches
+    target: torch.Tensor   # VQGAN: its codes (B, h*w) long; VAE: its latents (B, h*w, C_base)
+
+
+class KARLTrainingOutput(NamedTuple):
+    """One training pass of KARL over k latent tokens."""
+
+    decoded: torch.Tensor         # (B, h*w, out_dim): logits over the VQGAN's codes, or VAE latents
+    halting_logits: torch.Tensor  # (B, k)
+    aux_loss: torch.Tensor        # the quantizer's loss (0 for continuous tokens)
+    reconstruction: torch.Tensor | None  # (B, 3, H, W), not clamped; None unless decode_pixels
 
 
 class KARLEncoder(nn.Module):
@@ -153,8 +152,8 @@ class KARLEncoder(nn.Module):
         latents = self.latent_tokens[:num_tokens].expand(b, -1, -1)
         h = self.transformer(self.norm_pre(torch.cat([condition, cells, latents], dim=1)))
         h = h[:, 1 + cells.shape[1]:]  # (B, k, width)
-        halting = torch.sigmoid(self.halting_head(self.halting_norm(h)))[..., 0]
-        return KARLEncoderOutput(self.to_token(self.token_norm(h)), halting)
+        halting_logits = self.halting_head(self.halting_norm(h))[..., 0]
+        return KARLEncoderOutput(self.to_token(self.token_norm(h)), halting_logits)
 
 
 class KARLDecoder(nn.Module):
@@ -185,57 +184,26 @@ class KARLDecoder(nn.Module):
         return self.head(self.norm_post(h[:, :cells.shape[1]]))
 
 
-class KARL(ImageTokenizer):
+class KARL(OverBaseTokenizer):
     """Frozen 2D base tokenizer -> KARL encoder with halting -> (quantized) tokens -> KARL decoder -> base decoder."""
 
     architecture = "karl"
     config_class = KARLConfig
+    max_quality = QUALITY_BINS[-1]
+    quality_note = ", the range KARL was trained on"
 
     def __init__(self, config: KARLConfig):
         super().__init__(config)
         c = config
-        if c.base_tokenizer not in BASES:
-            raise TokenizerError(f"KARL base_tokenizer must be one of {BASES}, got {c.base_tokenizer!r}.")
-        levels = c.pixel_decoder_channel_mult if c.base_tokenizer == "vqgan" else c.vae_block_channels
-        self.patch_size = 2 ** (len(levels) - 1)  # one patch per cell of the base latent grid
-        if c.image_size % self.patch_size:
-            raise TokenizerError(f"image_size {c.image_size} is not a multiple of the base tokenizer's downsampling "
-                                 f"factor {self.patch_size}.")
-        base_channels = c.proxy_code_dim if c.base_tokenizer == "vqgan" else c.vae_latent_channels
-        if c.encoder_width <= base_channels:
-            raise TokenizerError(f"encoder_width {c.encoder_width} must exceed the base latents' {base_channels} "
-                                 "channels (the patch embedding fills the rest).")
         if not 1 <= c.num_tokens <= TOKEN_SLOTS:
             raise TokenizerError(f"num_tokens must lie in [1, {TOKEN_SLOTS}], got {c.num_tokens}.")
-        self.vqgan_encoder = self.vqgan_decoder = self.vae = None
-        if c.base_tokenizer == "vqgan":
-            self.vqgan_encoder = VQGANEncoder(c.proxy_code_dim, c.pixel_decoder_channels, c.pixel_decoder_channel_mult,
-                                              c.pixel_decoder_res_blocks)
-            self.vqgan_decoder = ProxyCodePixelDecoder(c.proxy_codebook_size, c.proxy_code_dim, c.pixel_decoder_channels,
-                                                       c.pixel_decoder_channel_mult, c.pixel_decoder_res_blocks)
-            out_dim = c.proxy_codebook_size
-        else:
-            self.vae = KLAutoencoder(latent_channels=c.vae_latent_channels, block_channels=c.vae_block_channels,
-                                     layers_per_block=c.vae_layers_per_block, norm_groups=c.vae_norm_groups,
-                                     encoder_lowest_level_attention=True)
-            out_dim = c.vae_latent_channels
         self.encoder = KARLEncoder(c.encoder_width, c.encoder_depth, c.encoder_heads, c.mlp_ratio, self.patch_size,
-                                   base_channels, c.token_dim)
-        self.decoder = KARLDecoder(c.decoder_width, c.decoder_depth, c.decoder_heads, c.mlp_ratio, c.token_dim, out_dim,
-                                   init_scale=c.encoder_width ** -0.5)
+                                   self.base_channels, c.token_dim)
+        self.decoder = KARLDecoder(c.decoder_width, c.decoder_depth, c.decoder_heads, c.mlp_ratio, c.token_dim,
+                                   self.decoded_dim, init_scale=c.encoder_width ** -0.5)
         self.encoder.apply(init_vit_weights)
         self.decoder.apply(init_vit_weights)
         self.quantizer = VectorQuantizer(c.token_dim, c.codebook_size, distance="cosine") if c.quantize else None
-
-    @property
-    def grid_size(self) -> int:
-        """Side of the base latent grid (and of the decoder's grid of mask tokens)."""
-        return self.config.image_size // self.patch_size
-
-    @property
-    def codebook_sizes(self) -> tuple[int, ...]:
-        """(codebook_size,) for quantized tokens, () for continuous ones."""
-        return (self.config.codebook_size,) if self.config.quantize else ()
 
     def info(self) -> dict:
         """Image size, the largest budget and its bits, codebooks, parameters, and the target error it takes."""
@@ -245,48 +213,13 @@ class KARL(ImageTokenizer):
                             "range": [0.0, QUALITY_BINS[-1]], "default": DEFAULT_QUALITY, "bins": list(QUALITY_BINS)}}
 
     # ---- pieces --------------------------------------------------------------------------
-    def base_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> the base tokenizer's latents (B, C_base, h, w): the VQGAN encoder's
-        output before its codebook, or the VAE posterior's mode times vae_scaling_factor."""
-        if self.vqgan_encoder is not None:
-            return self.vqgan_encoder(images)
-        return self.vae.encode(images) * self.config.vae_scaling_factor
-
-    def check_quality(self, quality: float | torch.Tensor, batch_size: int) -> torch.Tensor:
-        """A target error (a number, or (B,) per image) -> (B,) float32, checked to lie in [0, 0.38]."""
-        top = QUALITY_BINS[-1]
-        if isinstance(quality, torch.Tensor):
-            if quality.shape != (batch_size,) or not quality.dtype.is_floating_point:
-                raise TokenizerError(f"quality as a tensor must be (B,) = ({batch_size},) floats, got "
-                                     f"{tuple(quality.shape)} {quality.dtype}.")
-            values = quality.detach().to(device=self.device, dtype=torch.float32)
-        else:
-            values = torch.full((batch_size,), float(quality), dtype=torch.float32, device=self.device)
-        bad = ~torch.isfinite(values) | (values < 0) | (values > top)
-        if bool(bad.any()):
-            raise TokenizerError(f"quality (the target mean absolute error per pixel, images in [0, 1]) must lie in "
-                                 f"[0, {top}], the range KARL was trained on, got {float(values[bad][0]):.6g}.")
-        return values
-
     def decode_latents(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Token latents (B, n, token_dim) -> image (B, 3, H, W), not clamped; tokens past `lengths` (B,) are hidden."""
         padding = None
         if lengths is not None and bool((lengths < latents.shape[1]).any()):
             padding = ~lengths_to_mask(lengths, latents.shape[1])
         g = self.grid_size
-        out = self.decoder(latents, (g, g), padding).transpose(1, 2).reshape(latents.shape[0], -1, g, g)
-        if self.vqgan_decoder is not None:
-            return self.vqgan_decoder(out)  # softmax over the VQGAN codes weights its codebook
-        return self.vae.decode(out)
-
-    def check_codes(self, tokens: Tokens) -> None:
-        """Quantized KARL: codes (B, n) in its codebook; continuous KARL: Tokens must carry latents."""
-        if self.quantizer is None:
-            if tokens.latents is None:
-                raise TokenizerError("this KARL has continuous tokens: decode needs Tokens.latents (what encode "
-                                     "returned), not codes.")
-            return
-        super().check_codes(tokens)
+        return self.base_decode(self.decoder(latents, (g, g), padding))
 
     # ---- the API ---------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor, *, num_tokens: NumTokens = None, quality: Quality = None) -> Tokens:
@@ -304,7 +237,7 @@ class KARL(ImageTokenizer):
         for k in sorted(set(budgets.tolist())):  # the encoder reads k latent tokens: one pass per budget
             rows = (budgets == k).nonzero()[:, 0]
             out = self.encoder(x[rows], base[rows], bins[rows], k)
-            kept = k - (out.halting > HALTING_THRESHOLD).sum(dim=1) if halting else torch.full_like(rows, k)
+            kept = k - halted(out.halting_logits).sum(dim=1) if halting else torch.full_like(rows, k)
             lengths[rows] = kept.clamp(min=1)
             for i, row in enumerate(rows.tolist()):
                 features[row] = out.tokens[i]
@@ -336,7 +269,28 @@ class KARL(ImageTokenizer):
                                  f"[{int(lengths.min())}, {int(lengths.max())}].")
         return self.decode_latents(latents, lengths).clamp(0.0, 1.0)
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        """Training KARL (its complexity-estimation and halting losses) is not implemented in the zoo."""
-        raise TokenizerError("the zoo implements KARL's inference only (encode / decode), not its training pass; "
-                             "train it with the official code and load the checkpoint with zoo.load(NAME, checkpoint=PATH).")
+    # ---- training ------------------------------------------------------------------------------
+    def base_pass(self, x: torch.Tensor) -> BaseTargets:
+        """The base tokenizer's view of a batch: the latents the encoder reads and the decoder's targets (no
+        gradient reaches the base tokenizer through the targets)."""
+        latents = self.base_latents(x)
+        return BaseTargets(latents, self.base_targets(latents))
+
+    def forward(self, x: torch.Tensor, num_tokens: int, bins: torch.Tensor, *, hide_halted: bool = False,
+                base: BaseTargets | None = None, decode_pixels: bool = True) -> KARLTrainingOutput:
+        """The training pass: images x (B, 3, H, W) in [0, 1], the first `num_tokens` latent tokens, target-error
+        bins (B,) long (see bin_quality). hide_halted: the decoder does not see tokens the halting head halts
+        (hard threshold, no gradient through it), as in KARL's halting pass; otherwise it sees all of them.
+        `base`: base_pass(x), when the caller has it already."""
+        base = self.base_pass(x) if base is None else base
+        grid = tuple(base.latents.shape[-2:])
+        encoded = self.encoder(x, base.latents, bins, num_tokens)
+        if self.quantizer is not None:
+            quantized = self.quantizer(encoded.tokens)
+            tokens, aux_loss = quantized.quantized, quantized.aux_loss
+        else:
+            tokens, aux_loss = encoded.tokens, encoded.tokens.new_zeros(())
+        padding = halted(encoded.halting_logits.detach()) if hide_halted else None
+        decoded = self.decoder(tokens, grid, padding)  # (B, h*w, out_dim)
+        reconstruction = self.base_decode(decoded) if decode_pixels else None
+        return KARLTrainingOutput(decoded, encoded.halting_logits, aux_loss, reconstruction)

@@ -28,7 +28,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from zoo.blocks.vit import Transformer, init_vit_weights
+from zoo.blocks.vit import Transformer, init_vit_weights, reinit_vit_weights
 from zoo.blocks.vqgan import ProxyCodePixelDecoder
 from zoo.errors import TokenizerError
 from zoo.quantize import VectorQuantizer
@@ -82,11 +82,14 @@ class TiTokTrainingOptions(TrainingOptions):
     kmeans_init: bool = False          # from scratch only: codebook set by k-means of the first training batch
     threshold_ema_dead_code: float = 0  # codes whose EMA usage per batch falls below this restart from batch latents
     kl_weight: float = 1e-6            # weight of the VAE's KL term in aux_loss
+    init_std: float = 0.02             # from scratch only: std of the ViTs' linear/conv init (see reinit_vit_weights)
 
     def __post_init__(self):
         if self.commitment_weight < 0 or self.threshold_ema_dead_code < 0 or self.kl_weight < 0:
             raise TokenizerError("commitment_weight, threshold_ema_dead_code and kl_weight must be >= 0, got "
                                  f"{self.commitment_weight}, {self.threshold_ema_dead_code}, {self.kl_weight}.")
+        if not self.init_std > 0:
+            raise TokenizerError(f"init_std must be > 0, got {self.init_std}.")
 
 
 def titok_config(encoder_size: str, decoder_size: str, num_tokens: int, **fields) -> TiTokConfig:
@@ -220,6 +223,8 @@ class TiTok(ImageTokenizer):
         return (self.config.codebook_size,) if self.config.bottleneck == "vq" else ()
 
     def _apply_training_options(self, options: TiTokTrainingOptions, changed: set[str]) -> None:
+        if "init_std" in changed:
+            reinit_vit_weights(self.encoder, self.decoder, std=options.init_std)
         if self.quantizer is not None:  # kl_weight is read by forward
             self.quantizer.configure_training(commitment_weight=options.commitment_weight,
                                               threshold_ema_dead_code=options.threshold_ema_dead_code,
