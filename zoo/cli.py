@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, required=True, help="folder of images, or of audio clips (+ <clip>.txt transcripts)")
     c.add_argument("--num-tokens", type=_int_list, default=None, help="token counts to sweep, e.g. 8,16,32")
     c.add_argument("--n-q", type=_int_list, default=None, help="quantizer counts to sweep, e.g. 1,2,8")
-    c.add_argument("--quality", type=_float_list, default=None, help="adaptive tokenizers (KARL): target errors, e.g. "
+    c.add_argument("--quality", type=_float_list, default=None, help="adaptive tokenizers (KARL, ALIT): target errors, e.g. "
                    "0.05,0.1,0.2; per target the tokens chosen, the error reached, PSNR and passes per image")
     c.add_argument("--search", choices=["linear", "binary"], default=None,
                    help="with --quality: how the tokenizer searches for the tokens (ALIT); short for its encode option")
