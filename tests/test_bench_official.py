@@ -6,7 +6,6 @@ ZOO_OFFICIAL_SPEECHTOKENIZER or ZOO_OFFICIAL_DMCODEC name a checkout."""
 import json
 import os
 import sys
-import textwrap
 
 import pytest
 import torch
