@@ -94,7 +94,7 @@ class Transformer(nn.Module):
 
 
 def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:
-    """The usual ViT init, applied with `model.apply`: normal (std 0.02) linear and conv weights,
+    """The usual ViT init, applied with `model.apply`: normal (std `std`, 0.02 by default) linear and conv weights,
     zero biases, unit LayerNorms. (The common `trunc_normal_(std=0.02)` truncates at +-2 in
     absolute value, 100 std, so it is this same normal; `normal_` is much faster on the CPU.)
     The packed q/k/v projection keeps its Xavier init, as in nn.MultiheadAttention, which the
