@@ -87,7 +87,8 @@ class BaseTokenizerStages(ImageReconstruction):
         super().__init__(**image_reconstruction)
         if not isinstance(self.tokenizer, self.tokenizer_class):
             name = self.tokenizer_class.__name__
-            raise TokenizerError(f"{self.hparams.tokenizer!r} is not a {name} tokenizer; {type(self).__name__} trains {name}.")
+            raise TokenizerError(f"{self.hparams.tokenizer!r} is not a {name} tokenizer; "
+                                 f"{type(self).__name__} trains {name}.")
         if stage == "latent_distillation":
             for module in self.tokenizer.base_tokenizer_modules():
                 module.requires_grad_(False)
@@ -166,7 +167,8 @@ class KARLTraining(BaseTokenizerStages):
         super().__init__(**stages)
         k = self.tokenizer.config.num_tokens
         if not 1 <= token_count_step <= k:
-            raise TokenizerError(f"token_count_step must lie in [1, {k}] (the tokenizer's num_tokens), got {token_count_step}.")
+            raise TokenizerError(f"token_count_step must lie in [1, {k}] (the tokenizer's num_tokens), "
+                                 f"got {token_count_step}.")
         # the official draws up to 368 tokens for a budget of 256: a draw past the budget is a pass 1 whose
         # every token stays and whose error pass 2 asks for with the whole budget
         drawn = k * 23 // 16 if max_drawn_tokens is None else max_drawn_tokens
@@ -243,7 +245,9 @@ class KARLTraining(BaseTokenizerStages):
         loss_1, logs_1 = self.pass_losses(x, first, base.target, adversarial)
         halting_1 = self.halting_loss(first.halting_logits, kept)
         with torch.no_grad():
-            reconstruction = first.reconstruction if first.reconstruction is not None else model.base_decode(first.decoded)
+            reconstruction = first.reconstruction
+            if reconstruction is None:  # stage 1 decodes no pixel for the gradient: only to measure the error
+                reconstruction = model.base_decode(first.decoded)
             achieved = (reconstruction.float() - x).abs().flatten(1).mean(dim=1)  # (B,)
             self.update_target_distribution(achieved)
 
@@ -255,7 +259,8 @@ class KARLTraining(BaseTokenizerStages):
 
         halting = halting_1 + halting_2
         total = loss_1 + loss_2 + hp.halting_weight * halting
-        logs = {"reconstruction": (logs_1["reconstruction"] + logs_2["reconstruction"]) / 2, "halting": halting.detach(),
+        logs = {"reconstruction": (logs_1["reconstruction"] + logs_2["reconstruction"]) / 2,
+                "halting": halting.detach(),
                 "achieved_l1": achieved.mean(), "drawn_tokens": torch.tensor(float(kept)),
                 "halted_tokens": halted(second.halting_logits.detach()).float().sum(dim=1).mean()}
         if adversarial:
