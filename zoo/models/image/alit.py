@@ -379,14 +379,7 @@ class ALIT(OverBaseTokenizer):
         return Tokens(codes, lengths, latents, {"image_size": self.config.image_size, **passes})
 
     def _decode(self, tokens: Tokens) -> torch.Tensor:
-        if self.quantizer is not None:
-            if tokens.codes.ndim != 2:
-                raise TokenizerError(f"ALIT codes must be (B, n), got {tuple(tokens.codes.shape)}.")
-            latents = self.quantizer.codes_to_latents(tokens.codes)
-        else:
-            latents = tokens.latents.to(self.decoder.token_embed.weight.dtype)
-        if latents.ndim != 3 or latents.shape[-1] != self.config.token_dim:
-            raise TokenizerError(f"ALIT latents must be (B, n, {self.config.token_dim}), got {tuple(latents.shape)}.")
+        latents = self.token_latents(tokens)
         n, step = latents.shape[1], self.config.tokens_per_rollout
         lengths = tokens.lengths if tokens.lengths is not None else torch.full(
             (latents.shape[0],), n, dtype=torch.long, device=latents.device)

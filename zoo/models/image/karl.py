@@ -252,14 +252,7 @@ class KARL(OverBaseTokenizer):
         return Tokens(codes, lengths, latents, {"image_size": self.config.image_size})
 
     def _decode(self, tokens: Tokens) -> torch.Tensor:
-        if self.quantizer is not None:
-            if tokens.codes.ndim != 2:
-                raise TokenizerError(f"KARL codes must be (B, n), got {tuple(tokens.codes.shape)}.")
-            latents = self.quantizer.codes_to_latents(tokens.codes)
-        else:
-            latents = tokens.latents.to(self.decoder.token_embed.weight.dtype)
-        if latents.ndim != 3 or latents.shape[-1] != self.config.token_dim:
-            raise TokenizerError(f"KARL latents must be (B, n, {self.config.token_dim}), got {tuple(latents.shape)}.")
+        latents = self.token_latents(tokens)
         n = latents.shape[1]
         if not 1 <= n <= self.config.num_tokens:
             raise TokenizerError(f"KARL decodes 1 to {self.config.num_tokens} tokens per image, got {n}.")

@@ -174,6 +174,20 @@ class OverBaseTokenizer(ImageTokenizer):
                                  f"[0, {top}]{self.quality_note}, got {float(values[bad][0]):.6g}.")
         return values
 
+    def token_latents(self, tokens: Tokens) -> torch.Tensor:
+        """What decode reads of Tokens -> the decoder's token latents (B, n, token_dim): the codebook rows of the
+        codes (quantized tokens) or the continuous latents, their shapes checked."""
+        family = type(self).__name__
+        if self.quantizer is not None:
+            if tokens.codes.ndim != 2:
+                raise TokenizerError(f"{family} codes must be (B, n), got {tuple(tokens.codes.shape)}.")
+            latents = self.quantizer.codes_to_latents(tokens.codes)
+        else:
+            latents = tokens.latents.to(self.decoder.token_embed.weight.dtype)
+        if latents.ndim != 3 or latents.shape[-1] != self.config.token_dim:
+            raise TokenizerError(f"{family} latents must be (B, n, {self.config.token_dim}), got {tuple(latents.shape)}.")
+        return latents
+
     def check_codes(self, tokens: Tokens) -> None:
         """Quantized tokens: codes (B, n) in the codebook; continuous tokens: Tokens must carry latents."""
         if self.quantizer is None:
